@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Install what imap-runtime's tests and local servers need. Debian 12, as root. Idempotent: a
+# second run checks and returns in about 1 s. Prints one summary line.
+#
+#   scripts/install.sh
+#
+# Debian packages: dovecot-imapd dovecot-lmtpd dovecot-submissiond openssl procps python3-venv,
+#   + rabbitmq-server when nothing answers AMQP on 127.0.0.1:5672,
+#   + redis-server    when nothing answers PING on 127.0.0.1:6379.
+#   The packages' own system services are kept from starting (policy-rc.d while apt runs) and, on a
+#   systemd host, disabled: scripts/services.sh runs private loopback-only instances instead.
+#   `apt-get update` runs once, and only when something has to be installed.
+# Python: venv at $REPO/.venv (created with $PYTHON, default python3, >= 3.11), then
+#   `pip install -e "$REPO[test]"` whenever setup.cfg/pyproject.toml changed since the last install
+#   (their sha256 is kept in .venv/.imap-runtime-install.sha256).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV=$REPO/.venv
+STAMP=$VENV/.imap-runtime-install.sha256
+T0=$(date +%s.%N)
+
+die() { echo "install: $*" >&2; exit 1; }
+
+# Does 127.0.0.1:$1 answer? (bash /dev/tcp; 'timeout' also bounds the connect)
+# shellcheck disable=SC2016  # $1 is expanded by the inner bash
+amqp_answers() { # AMQP 0-9-1 protocol header -> a broker answers with a method frame (type 0x01)
+  local b
+  b=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "AMQP\0\0\011\001" >&3 &&
+        head -c 1 <&3 | od -An -tx1' _ "$1" 2>/dev/null) || return 1
+  [[ "${b// /}" == 01 ]]
+}
+# shellcheck disable=SC2016
+redis_answers() {
+  local r
+  r=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "PING\r\n" >&3 &&
+        head -c 5 <&3' _ "$1" 2>/dev/null) || return 1
+  [[ "$r" == "+PONG" ]]
+}
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+# ---- Debian packages ------------------------------------------------------------------------
+PKGS=(dovecot-imapd dovecot-lmtpd dovecot-submissiond openssl procps python3-venv)
+rabbit_note="rabbitmq: 127.0.0.1:5672 answers"
+if ! amqp_answers 5672; then PKGS+=(rabbitmq-server); rabbit_note="rabbitmq-server for a private node"; fi
+redis_note="redis: 127.0.0.1:6379 answers"
+if ! redis_answers 6379; then PKGS+=(redis-server); redis_note="redis-server for a private instance"; fi
+
+need=()
+for p in "${PKGS[@]}"; do installed "$p" || need+=("$p"); done
+if ((${#need[@]})); then
+  [[ $EUID -eq 0 ]] || die "run as root: Debian packages to install: ${need[*]}"
+  command -v apt-get >/dev/null || die "no apt-get: install by hand: ${need[*]}"
+  guard=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then   # Docker images ship one; a VM doesn't
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1
+  fi
+  cleanup() { if ((guard)); then rm -f /usr/sbin/policy-rc.d; fi; }
+  trap cleanup EXIT
+  echo "install: apt-get install ${need[*]}" >&2
+  apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" \
+    >/tmp/imap-runtime-apt.log 2>&1 || { tail -30 /tmp/imap-runtime-apt.log >&2; die "apt-get install failed (log: /tmp/imap-runtime-apt.log)"; }
+  if [[ -d /run/systemd/system ]]; then   # systemd host: the units got enabled anyway -> off
+    units=()
+    for p in "${need[@]}"; do
+      case $p in
+        dovecot-*) units+=(dovecot.service dovecot.socket) ;;
+        rabbitmq-server) units+=(rabbitmq-server.service epmd.service epmd.socket) ;;
+        redis-server) units+=(redis-server.service) ;;
+      esac
+    done
+    ((${#units[@]})) && { systemctl disable --now "${units[@]}" >/dev/null 2>&1 || true; }
+  fi
+  cleanup; trap - EXIT
+fi
+[[ -r /usr/share/dovecot/dh.pem ]] || die "/usr/share/dovecot/dh.pem missing (dovecot-core not installed properly?)"
+
+# ---- Python venv ----------------------------------------------------------------------------
+PY=${PYTHON:-python3}
+venv_note="venv up to date"
+if ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
+    die "$PY is missing or older than 3.11 (set PYTHON=/path/to/python3.11+)"
+  if [[ -e "$VENV" ]]; then
+    echo "install: $VENV is broken or too old, recreating it" >&2
+    "$PY" -m venv --clear "$VENV" || die "python -m venv failed"
+  else
+    "$PY" -m venv "$VENV" || die "python -m venv failed"
+  fi
+  venv_note="venv created"
+fi
+want=$(cat "$REPO/setup.cfg" "$REPO/pyproject.toml" 2>/dev/null | sha256sum | cut -d' ' -f1)
+have=$(cat "$STAMP" 2>/dev/null || true)
+if [[ "$want" != "$have" || ! -x "$VENV/bin/secantusd-py" || ! -x "$VENV/bin/pytest" ]]; then
+  rm -f "$STAMP"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "${REPO}[test]" \
+    >"$VENV/pip-install.log" 2>&1 ||
+    { tail -30 "$VENV/pip-install.log" >&2; die "pip install -e '${REPO}[test]' failed (log: $VENV/pip-install.log)"; }
+  echo "$want" > "$STAMP"
+  [[ $venv_note == "venv created" ]] || venv_note="venv updated"
+fi
+
+if ((${#need[@]})); then pkg_note="installed ${need[*]}"; else pkg_note="Debian packages present"; fi
+printf 'install: ok in %.1fs: %s; dovecot %s; %s; %s; %s (%s)\n' \
+  "$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')" "$pkg_note" \
+  "$(dovecot --version | cut -d' ' -f1)" "$rabbit_note" "$redis_note" "$venv_note" "$VENV"

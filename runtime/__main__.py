@@ -1,0 +1,67 @@
+"""``imap-runtime``: the entry point. Runs in the foreground; SIGTERM/SIGINT stop it cleanly."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+import pykka.debug
+
+from runtime.config import Config, load_config
+from runtime.errors import ConfigError, RuntimeFault
+
+logger = logging.getLogger("runtime")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imap-runtime", description=__doc__)
+    parser.add_argument("--config", help="path of configs.json (default: $IMAP_RUNTIME_CONFIG, else ./configs.json)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"imap-runtime: bad setting {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config)
+    return run(config)
+
+
+def setup_logging(config: Config) -> None:
+    logging.basicConfig(level=config.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def run(config: Config) -> int:
+    from runtime.process import Runtime  # imported late: a bad setting is reported without loading the rest
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        logger.info("Received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGUSR1, pykka.debug.log_thread_tracebacks)
+    runtime = Runtime(config)
+    try:
+        runtime.start()
+        while not stop.wait(1.0):
+            pass
+        return 0
+    except ConfigError as exc:
+        logger.error("bad setting %s", exc)
+        return 2
+    except RuntimeFault as exc:
+        logger.error("cannot start: %s", exc)
+        return 1
+    finally:
+        runtime.stop()
+        logger.info("Stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

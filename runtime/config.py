@@ -1,0 +1,293 @@
+"""Configuration: ``configs.json`` (the erxes CLI's shape plus our ``imap_runtime`` section), overlaid by
+environment variables with erxes's names and ours.
+
+Precedence, lowest first: built-in defaults, the JSON file, the environment. Every value is checked here; a bad
+one raises :class:`ConfigError` naming the setting, and the entry point turns that into one line and exit 2.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from runtime.errors import ConfigError
+
+__all__ = ["Config", "DEFAULTS", "ENV_SETTINGS", "load_config"]
+
+# Our section of configs.json; keys are the Config field names. The README lists each with its default.
+DEFAULTS: dict[str, Any] = {
+    "port": 4000,
+    "mongo_url": "mongodb://127.0.0.1:27017/imap_runtime?retryWrites=false",
+    "rabbitmq_url": "amqp://guest:guest@127.0.0.1:5672/%2F",
+    "message_broker_prefix": "",
+    "redis_host": "127.0.0.1",
+    "redis_port": 6379,
+    "redis_password": "",
+    "version": "os",
+    "enabled_services": None,
+    "rpc_timeout_ms": 30000,
+    "standalone": True,
+    "rpc_transport": "amqp",
+    "customer_service": "core",
+    "load_balancer_address": "",
+    "lookback_days": 3,
+    "idle_slice_seconds": 1.0,
+    "idle_renew_seconds": 540,
+    "imap_timeout_seconds": 30,
+    "fetch_batch": 50,
+    "max_inflight": 200,
+    "restart_max_delay_seconds": 30,
+    "log_level": "INFO",
+}
+
+# Environment variable -> Config field. erxes's names first, then ours.
+ENV_SETTINGS: dict[str, str] = {
+    "PORT": "port",
+    "MONGO_URL": "mongo_url",
+    "RABBITMQ_HOST": "rabbitmq_url",
+    "MESSAGE_BROKER_PREFIX": "message_broker_prefix",
+    "REDIS_HOST": "redis_host",
+    "REDIS_PORT": "redis_port",
+    "REDIS_PASSWORD": "redis_password",
+    "VERSION": "version",
+    "ENABLED_SERVICES_JSON": "enabled_services",
+    "RPC_TIMEOUT": "rpc_timeout_ms",
+    "LOAD_BALANCER_ADDRESS": "load_balancer_address",
+    "STANDALONE": "standalone",
+    "RPC_TRANSPORT": "rpc_transport",
+    "CUSTOMER_SERVICE": "customer_service",
+    "IMPORT_DAYS": "lookback_days",
+    "LOG_LEVEL": "log_level",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    port: int
+    mongo_url: str
+    rabbitmq_url: str
+    message_broker_prefix: str
+    redis_host: str
+    redis_port: int
+    redis_password: str
+    version: str
+    enabled_services: tuple[str, ...] | None
+    rpc_timeout_ms: int
+    standalone: bool
+    rpc_transport: str
+    customer_service: str
+    load_balancer_address: str
+    lookback_days: int
+    idle_slice_seconds: float
+    idle_renew_seconds: float
+    imap_timeout_seconds: float
+    fetch_batch: int
+    max_inflight: int
+    restart_max_delay_seconds: float
+    log_level: str
+    jwt_token_secret: str = field(default="", repr=False)
+
+    @property
+    def rpc_timeout(self) -> float:
+        """RPC timeout in seconds."""
+        return self.rpc_timeout_ms / 1000.0
+
+    @property
+    def mongo_database(self) -> str:
+        path = urllib.parse.urlsplit(self.mongo_url).path.lstrip("/")
+        return path or "imap_runtime"
+
+    def service_enabled(self, name: str) -> bool:
+        """erxes's rule: ``core`` is always enabled; without ENABLED_SERVICES_JSON every service is."""
+        return name == "core" or self.enabled_services is None or name in self.enabled_services
+
+    def with_overrides(self, **changes: Any) -> Config:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return _validated(values)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read defaults, then the JSON file (``path``, else ``$IMAP_RUNTIME_CONFIG``, else ``./configs.json`` when it
+    exists), then ``environ`` (default ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = dict(DEFAULTS)
+    values["jwt_token_secret"] = ""
+    chosen = path or env.get("IMAP_RUNTIME_CONFIG")
+    if chosen is None and Path("configs.json").is_file():
+        chosen = "configs.json"
+    if chosen is not None:
+        values.update(_read_file(Path(chosen)))
+    for name, key in ENV_SETTINGS.items():
+        raw = env.get(name)
+        if raw is not None and raw != "":
+            values[key] = _from_env(name, key, raw)
+    return _validated(values)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    setting = f"config file {path}"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(setting, "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(setting, f"cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(setting, f"is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(setting, "must hold a JSON object")
+    values: dict[str, Any] = {}
+    # The erxes CLI's sections: credentials and secrets that erxes deployments already carry.
+    if isinstance(doc.get("jwt_token_secret"), str):
+        values["jwt_token_secret"] = doc["jwt_token_secret"]
+    redis = doc.get("redis")
+    if isinstance(redis, dict) and redis.get("password"):
+        values["redis_password"] = redis["password"]
+    ours = doc.get("imap_runtime", {})
+    if not isinstance(ours, dict):
+        raise ConfigError("imap_runtime", "must be a JSON object")
+    unknown = sorted(set(ours) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"imap_runtime.{unknown[0]}", f"unknown setting (known: {', '.join(sorted(DEFAULTS))})")
+    values.update(ours)
+    mongo = doc.get("mongo")
+    if isinstance(mongo, dict) and mongo.get("username") and "mongo_url" in values:
+        values["mongo_url"] = _with_credentials(values["mongo_url"], mongo["username"], mongo.get("password", ""))
+    rabbit = doc.get("rabbitmq")
+    if isinstance(rabbit, dict) and rabbit.get("user") and "rabbitmq_url" in values:
+        url = _with_credentials(values["rabbitmq_url"], rabbit["user"], rabbit.get("pass", ""))
+        if rabbit.get("vhost"):
+            parts = urllib.parse.urlsplit(url)
+            url = parts._replace(path="/" + urllib.parse.quote(rabbit["vhost"], safe="")).geturl()
+        values["rabbitmq_url"] = url
+    return values
+
+
+def _with_credentials(url: str, user: str, password: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.username:
+        return url
+    cred = urllib.parse.quote(user, safe="") + (":" + urllib.parse.quote(password, safe="") if password else "")
+    return parts._replace(netloc=f"{cred}@{parts.netloc}").geturl()
+
+
+def _from_env(name: str, key: str, raw: str) -> Any:
+    if key == "enabled_services":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise ConfigError(name, f"must be a JSON array of service names, got {raw!r}") from None
+    if key == "standalone":
+        return _parse_bool(name, raw)
+    return raw
+
+
+def _parse_bool(setting: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(setting, f"must be true or false, got {raw!r}")
+
+
+def _setting_name(key: str) -> str:
+    env = next((n for n, k in ENV_SETTINGS.items() if k == key), None)
+    return f"{env} (imap_runtime.{key})" if env else f"imap_runtime.{key}"
+
+
+def _number(kind: Callable[[Any], Any], low: float, high: float | None = None) -> Callable[[str, Any], Any]:
+    def check(setting: str, raw: Any) -> Any:
+        if isinstance(raw, bool):
+            raise ConfigError(setting, f"must be a number, got {raw!r}")
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(setting, f"must be a number, got {raw!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ConfigError(setting, f"must be {bounds}, got {raw!r}")
+        return value
+
+    return check
+
+
+def _text(setting: str, raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(setting, f"must be a string, got {raw!r}")
+    return raw
+
+
+def _choice(*allowed: str) -> Callable[[str, Any], str]:
+    def check(setting: str, raw: Any) -> str:
+        text = _text(setting, raw).strip().lower()
+        if text not in allowed:
+            raise ConfigError(setting, f"must be one of {', '.join(allowed)}, got {raw!r}")
+        return text
+
+    return check
+
+
+def _url(*schemes: str) -> Callable[[str, Any], str]:
+    def check(setting: str, raw: Any) -> str:
+        text = _text(setting, raw).strip()
+        parts = urllib.parse.urlsplit(text)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ConfigError(setting, f"must be a {' or '.join(s + '://' for s in schemes)}host... URL")
+        return text
+
+    return check
+
+
+def _services(setting: str, raw: Any) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        raise ConfigError(setting, "must be a JSON array of service names")
+    return tuple(raw)
+
+
+def _log_level(setting: str, raw: Any) -> str:
+    return _choice("debug", "info", "warning", "error")(setting, raw).upper()
+
+
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "port": _number(int, 0, 65535),  # 0: any free port (tests)
+    "mongo_url": _url("mongodb", "mongodb+srv"),
+    "rabbitmq_url": _url("amqp", "amqps"),
+    "message_broker_prefix": _text,
+    "redis_host": _text,
+    "redis_port": _number(int, 1, 65535),
+    "redis_password": _text,
+    "version": _choice("os", "saas"),
+    "enabled_services": _services,
+    "rpc_timeout_ms": _number(int, 1),
+    "standalone": _parse_bool,
+    "rpc_transport": _choice("amqp", "http"),
+    "customer_service": _choice("core", "contacts"),
+    "load_balancer_address": _text,
+    "lookback_days": _number(int, 0, 3650),
+    "idle_slice_seconds": _number(float, 0.05, 60),
+    "idle_renew_seconds": _number(float, 1, 1740),
+    "imap_timeout_seconds": _number(float, 1, 600),
+    "fetch_batch": _number(int, 1, 1000),
+    "max_inflight": _number(int, 1, 100000),
+    "restart_max_delay_seconds": _number(float, 0.01, 3600),
+    "log_level": _log_level,
+    "jwt_token_secret": _text,
+}
+
+
+def _validated(values: dict[str, Any]) -> Config:
+    checked = {key: check(_setting_name(key), values[key]) for key, check in _CHECKS.items()}
+    if checked["rpc_transport"] == "http":
+        raise ConfigError(_setting_name("rpc_transport"), "'http' is not available yet; use 'amqp'")
+    if checked["version"] == "saas":
+        raise ConfigError(_setting_name("version"), "'saas' (one database per organisation) is not available yet; use 'os'")
+    return Config(**checked)

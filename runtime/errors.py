@@ -1,0 +1,61 @@
+"""The project's exceptions, in one documented hierarchy.
+
+    RuntimeFault                  base of everything the runtime raises on purpose
+    ├── ConfigError               a setting is missing or wrong; start-up stops (exit status 2)
+    ├── RequestError              a caller's request is malformed or names something unknown
+    ├── MailboxError              talking to one integration's IMAP/SMTP server failed
+    │   └── AuthenticationFailed  the server refused the credentials
+    ├── BrokerError               the message broker is unreachable or refused an operation
+    │   ├── RpcError              the remote procedure answered with an error envelope
+    │   └── RpcTimeout            no reply within the timeout
+    ├── StorageError              MongoDB failed
+    └── MailParseError            the bytes are not a mail we can read
+
+Raise with ``raise X(...) from exc`` so the cause stays attached.
+"""
+from __future__ import annotations
+
+
+class RuntimeFault(Exception):
+    """Base class of every error the runtime raises on purpose."""
+
+
+class ConfigError(RuntimeFault):
+    """A setting is missing or invalid. ``setting`` names it, ``problem`` says what is wrong."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+class RequestError(RuntimeFault):
+    """A caller's request is malformed or names something unknown; the message goes back to the caller."""
+
+
+class MailboxError(RuntimeFault):
+    """Talking to an integration's mail server failed."""
+
+
+class AuthenticationFailed(MailboxError):
+    """The mail server refused the login; retrying with the same settings will not help."""
+
+
+class BrokerError(RuntimeFault):
+    """The message broker is unreachable or refused an operation."""
+
+
+class RpcError(BrokerError):
+    """The remote procedure replied with ``{"status": "error", "errorMessage": ...}``."""
+
+
+class RpcTimeout(BrokerError):
+    """No reply arrived within the timeout."""
+
+
+class StorageError(RuntimeFault):
+    """MongoDB failed."""
+
+
+class MailParseError(RuntimeFault):
+    """The bytes could not be read as a mail."""

@@ -1,0 +1,124 @@
+"""The procedures the runtime serves as service ``imap`` (contract section 3): one table, any transport.
+
+Each handler takes the request envelope (``{"subdomain", "data", ...}``) and returns the reply's ``data`` (or
+None); raising :class:`RequestError` (or anything else) becomes an error envelope with that message. Handlers run
+on broker worker threads and reach actors only with ``ask`` and a timeout.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from runtime.errors import RequestError
+from runtime.imap import parse_details
+
+__all__ = ["ImapProcedures", "SERVICE"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "imap"
+SECRET_FIELDS = ("password",)
+DETAIL_FIELDS = ("host", "smtpHost", "smtpPort", "mainUser", "user", "port", "tls", "starttls", "folders")
+
+
+class ImapProcedures:
+    def __init__(self, *, storage: Any, supervisor: Any, timeout: float = 30.0) -> None:
+        self._storage = storage
+        self._supervisor = supervisor  # a SupervisorActor proxy
+        self._timeout = timeout
+
+    def rpc_procedures(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        return {
+            f"{SERVICE}:createIntegration": self.create_integration,
+            f"{SERVICE}:updateIntegration": self.update_integration,
+            f"{SERVICE}:removeIntegrations": self.remove_integration,
+            f"{SERVICE}:removeIntegration": self.remove_integration,  # the seed guide's name
+            f"{SERVICE}:api_to_integrations": self.api_to_integrations,
+            f"{SERVICE}:getStatus": self.get_status,
+        }
+
+    def plain_procedures(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        return {f"{SERVICE}:listen": self.listen}
+
+    # -- procedures ---------------------------------------------------------------------------------------------------
+    def create_integration(self, envelope: dict[str, Any]) -> None:
+        data = _data(envelope)
+        inbox_id = _inbox_id(data, "integrationId")
+        doc = data.get("doc")
+        if not isinstance(doc, dict):
+            raise RequestError("doc is required: {accountId, kind, integrationId, data}")
+        details = parse_details(doc.get("data"))
+        self._storage.save_integration(inbox_id, details)
+        self._storage.log("info", f"integration {inbox_id} created for {details['user']}", inbox_id=inbox_id)
+        self._ask(self._supervisor.restart(inbox_id))
+
+    def update_integration(self, envelope: dict[str, Any]) -> None:
+        data = _data(envelope)
+        inbox_id = _inbox_id(data, "integrationId")
+        if self._storage.get_integration(inbox_id) is None:
+            raise RequestError("Integration not found.")
+        doc = data.get("doc")
+        if not isinstance(doc, dict):
+            raise RequestError("doc is required: {accountId, kind, integrationId, data}")
+        details = parse_details(doc.get("data"), require_password=False)
+        if not details["password"]:
+            del details["password"]  # an empty password keeps the stored one
+        self._storage.save_integration(inbox_id, details)
+        self._storage.log("info", f"integration {inbox_id} updated", inbox_id=inbox_id)
+        self._ask(self._supervisor.restart(inbox_id))
+
+    def remove_integration(self, envelope: dict[str, Any]) -> None:
+        inbox_id = _inbox_id(_data(envelope), "integrationId")
+        self._ask(self._supervisor.stop_listening(inbox_id))
+        if self._storage.remove_integration(inbox_id):
+            logger.info("Integration %s removed", inbox_id)
+
+    def api_to_integrations(self, envelope: dict[str, Any]) -> Any:
+        data = _data(envelope)
+        if data.get("action") != "getDetails":
+            return None  # inbox stores a reply itself only when we answer with no data
+        doc = self._storage.get_integration(_inbox_id(data, "integrationId"))
+        return public_details(doc) if doc else None
+
+    def get_status(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        doc = self._storage.get_integration(_inbox_id(_data(envelope), "integrationId"))
+        if doc is None:
+            return {"status": "healthy"}
+        return {"status": doc.get("healthStatus", "healthy"), "error": doc.get("error")}
+
+    def listen(self, envelope: dict[str, Any]) -> None:
+        data = _data(envelope)
+        object_id = data.get("_id")
+        if not isinstance(object_id, str) or not object_id:
+            raise RequestError("_id is required")
+        doc = self._storage.get_integration_by_id(object_id)
+        if doc is None:
+            raise RequestError(f"Integration {object_id} not found.")
+        self._ask(self._supervisor.ensure_listening(doc["inboxId"]))
+
+    def _ask(self, future: Any) -> Any:
+        return future.get(timeout=self._timeout)
+
+
+def public_details(doc: dict[str, Any]) -> dict[str, Any]:
+    """An integration as callers may see it: never a secret (the contract's policy)."""
+    out: dict[str, Any] = {"_id": str(doc["_id"]), "inboxId": doc["inboxId"]}
+    out.update({k: doc.get(k) for k in DETAIL_FIELDS if k in doc})
+    out.update({k: None for k in SECRET_FIELDS})
+    out["healthStatus"] = doc.get("healthStatus", "healthy")
+    out["error"] = doc.get("error")
+    return out
+
+
+def _data(envelope: Any) -> dict[str, Any]:
+    data = envelope.get("data") if isinstance(envelope, dict) else None
+    if not isinstance(data, dict):
+        raise RequestError("data must be an object")
+    return data
+
+
+def _inbox_id(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise RequestError(f"{key} is required")
+    return value.strip()

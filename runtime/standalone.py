@@ -1,0 +1,141 @@
+"""Standalone mode: the core/contacts and inbox procedures the runtime calls (contract section 4), served by the
+runtime itself over the same broker, so it works with no erxes at all. The test suite uses it as the erxes
+emulation. Its data lives in ``standalone_*`` collections of the runtime's database.
+
+Beyond erxes, ``integrations.receive`` honours an optional ``idempotencyKey`` in its payload: the same key always
+yields the same conversation, which closes the window between "conversation created" and "intent recorded".
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any, Callable
+
+import pymongo
+from bson import ObjectId
+from pymongo.database import Database
+
+from runtime.errors import RequestError
+from runtime.storage import utcnow
+
+__all__ = ["Standalone"]
+
+logger = logging.getLogger(__name__)
+
+
+class Standalone:
+    """The emulated procedures. ``procedures()`` maps queue names to handlers taking the request envelope."""
+
+    def __init__(self, db: Database, *, customer_service: str = "core") -> None:
+        self.customers = db["standalone_customers"]
+        self.conversations = db["standalone_conversations"]
+        self.inserted = db["standalone_message_notifications"]
+        self._customer_service = customer_service
+
+    def ensure_indexes(self) -> None:
+        self.customers.create_index("primaryEmail", unique=True)
+        self.conversations.create_index("idempotencyKey", unique=True, sparse=True)
+        self.inserted.create_index("messageId", unique=True)
+
+    def rpc_procedures(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        svc = self._customer_service
+        return {
+            f"{svc}:customers.findOne": self.find_customer,
+            f"{svc}:customers.createCustomer": self.create_customer,
+            "inbox:integrations.receive": self.receive,
+            "inbox:conversations.changeStatus": self.change_status,
+        }
+
+    def plain_procedures(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        return {"inbox:conversationClientMessageInserted": self.message_inserted}
+
+    # -- core/contacts ----------------------------------------------------------------------------------------------
+    def find_customer(self, envelope: dict[str, Any]) -> dict[str, Any] | None:
+        data = _data(envelope)
+        email = data.get("customerPrimaryEmail") or data.get("primaryEmail")
+        if not email:
+            return None
+        return _public(self.customers.find_one({"primaryEmail": str(email).lower()}))
+
+    def create_customer(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        data = _data(envelope)
+        email = data.get("primaryEmail")
+        if not isinstance(email, str) or "@" not in email:
+            raise RequestError("primaryEmail is required")
+        fields = {k: data[k] for k in ("firstName", "lastName", "integrationId") if data.get(k)}
+        doc = self.customers.find_one_and_update(
+            {"primaryEmail": email.lower()},
+            {"$setOnInsert": {**fields, "_id": str(ObjectId()), "emails": [email.lower()], "createdAt": utcnow(),
+                              "state": "customer"}},
+            upsert=True, return_document=pymongo.ReturnDocument.AFTER)
+        return _public(doc)
+
+    # -- inbox ------------------------------------------------------------------------------------------------------
+    def receive(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        data = _data(envelope)
+        if data.get("action") != "create-or-update-conversation":
+            raise RequestError(f"unknown action {data.get('action')!r}")
+        try:
+            payload = json.loads(data.get("payload") or "")
+        except (TypeError, json.JSONDecodeError):
+            raise RequestError("payload must be a JSON string") from None
+        if not isinstance(payload, dict) or not payload.get("integrationId"):
+            raise RequestError("payload.integrationId is required")
+        now = utcnow()
+        conversation_id = payload.get("conversationId")
+        if conversation_id:
+            result = self.conversations.update_one(
+                {"_id": conversation_id},
+                {"$set": {"content": payload.get("content", ""), "updatedAt": now, "status": "open"},
+                 "$inc": {"messageCount": 1}})
+            if result.matched_count:
+                return {"_id": conversation_id}
+        doc = {"integrationId": payload["integrationId"], "customerId": payload.get("customerId"),
+               "content": payload.get("content", ""), "createdAt": _date(payload.get("createdAt")) or now,
+               "updatedAt": now, "status": "new", "messageCount": 1}
+        key = payload.get("idempotencyKey")
+        if key:
+            stored = self.conversations.find_one_and_update(
+                {"idempotencyKey": key}, {"$setOnInsert": {**doc, "_id": str(ObjectId())}},
+                upsert=True, return_document=pymongo.ReturnDocument.AFTER)
+            return {"_id": stored["_id"]}
+        doc["_id"] = str(ObjectId())
+        self.conversations.insert_one(doc)
+        return {"_id": doc["_id"]}
+
+    def change_status(self, envelope: dict[str, Any]) -> None:
+        data = _data(envelope)
+        if not data.get("id") or data.get("status") not in ("closed", "new", "open"):
+            raise RequestError("id and status (closed/new) are required")
+        self.conversations.update_one({"_id": data["id"]}, {"$set": {"status": data["status"]}})
+
+    def message_inserted(self, envelope: dict[str, Any]) -> None:
+        data = _data(envelope)
+        # one record per message; ``deliveries`` counts repeats (at-least-once after a crash at the wrong moment)
+        self.inserted.update_one(
+            {"messageId": data.get("_id")},
+            {"$setOnInsert": {"conversationId": data.get("conversationId"), "content": data.get("content"),
+                              "receivedAt": utcnow()}, "$inc": {"deliveries": 1}}, upsert=True)
+
+
+def _data(envelope: dict[str, Any]) -> dict[str, Any]:
+    data = envelope.get("data") if isinstance(envelope, dict) else None
+    if not isinstance(data, dict):
+        raise RequestError("data must be an object")
+    return data
+
+
+def _public(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    if doc is None:
+        return None
+    return {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in doc.items()}
+
+
+def _date(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

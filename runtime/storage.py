@@ -1,0 +1,198 @@
+"""MongoDB storage: erxes's collections (contract section 5) and ours, with their indexes.
+
+Collections erxes has: ``imap_integrations``, ``imap_customers``, ``imap_messages``, ``imap_logs``.
+Ours: ``imap_cursors`` (per integration and folder: UIDVALIDITY and the last UID fully processed).
+
+Uniqueness is scoped per integration (the contract's policy): ``(inboxIntegrationId, messageId)`` for messages and
+``(inboxIntegrationId, email)`` for customers. A message document goes through ``ingestState`` ``pending`` (the
+intent is recorded, with the conversation id once known) -> ``stored`` (the conversation call is done) -> ``done``
+(announced to inbox). Readers of the UI only see ``stored``/``done`` ones.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from typing import Any, Iterable
+
+import pymongo
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from runtime.errors import StorageError
+
+__all__ = ["Storage", "utcnow"]
+
+logger = logging.getLogger(__name__)
+
+PENDING, STORED, DONE = "pending", "stored", "done"
+
+
+def utcnow() -> dt.datetime:
+    """Now in UTC, truncated to milliseconds as MongoDB stores it."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class Storage:
+    """Thin, typed access to the runtime's collections. Thread-safe (pymongo clients are)."""
+
+    def __init__(self, mongo_url: str, *, database: str | None = None, timeout_ms: int = 10000,
+                 client: pymongo.MongoClient | None = None) -> None:
+        self._client = client or pymongo.MongoClient(
+            mongo_url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=max(timeout_ms, 30000), tz_aware=True, appname="imap-runtime")
+        self.db = self._client.get_database(database) if database else self._client.get_default_database(
+            "imap_runtime")
+        self.integrations = self.db["imap_integrations"]
+        self.customers = self.db["imap_customers"]
+        self.messages = self.db["imap_messages"]
+        self.logs = self.db["imap_logs"]
+        self.cursors = self.db["imap_cursors"]
+
+    def ping(self) -> None:
+        try:
+            self.db.command("ping")
+        except PyMongoError as exc:
+            raise StorageError(f"MongoDB is not reachable: {exc}") from exc
+
+    def ensure_indexes(self) -> None:
+        try:
+            self.integrations.create_index("inboxId", unique=True)
+            self.customers.create_index([("inboxIntegrationId", 1), ("email", 1)], unique=True)
+            self.customers.create_index("contactsId")
+            self.messages.create_index([("inboxIntegrationId", 1), ("messageId", 1)], unique=True)
+            self.messages.create_index([("inboxIntegrationId", 1), ("references", 1)])
+            self.messages.create_index("inboxConversationId")
+            self.cursors.create_index([("integrationId", 1), ("folder", 1)], unique=True)
+            self.logs.create_index([("date", -1)])
+        except PyMongoError as exc:
+            raise StorageError(f"cannot create indexes: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- integrations ---------------------------------------------------------------------------------------------
+    def save_integration(self, inbox_id: str, details: dict[str, Any]) -> dict[str, Any]:
+        """Insert or replace the details of the integration ``inbox_id``; returns the stored document."""
+        now = utcnow()
+        return self.integrations.find_one_and_update(
+            {"inboxId": inbox_id},
+            {"$set": {**details, "inboxId": inbox_id, "updatedAt": now},
+             "$setOnInsert": {"createdAt": now, "healthStatus": "healthy", "error": None}},
+            upsert=True, return_document=pymongo.ReturnDocument.AFTER)
+
+    def get_integration(self, inbox_id: str) -> dict[str, Any] | None:
+        return self.integrations.find_one({"inboxId": inbox_id})
+
+    def get_integration_by_id(self, object_id: str) -> dict[str, Any] | None:
+        try:
+            oid = ObjectId(object_id)
+        except (InvalidId, TypeError):
+            return None
+        return self.integrations.find_one({"_id": oid})
+
+    def list_integrations(self) -> list[dict[str, Any]]:
+        return list(self.integrations.find({}))
+
+    def set_health(self, inbox_id: str, *, state: str, healthy: bool, error: str | None,
+                   synced: bool = False) -> None:
+        fields: dict[str, Any] = {"state": state, "healthStatus": "healthy" if healthy else "unHealthy",
+                                  "error": error, "stateChangedAt": utcnow()}
+        if synced:
+            fields["lastFetchDate"] = fields["stateChangedAt"]
+        self.integrations.update_one({"inboxId": inbox_id}, {"$set": fields})
+
+    def remove_integration(self, inbox_id: str) -> bool:
+        """Delete the integration with its messages, customers and cursors, as erxes does."""
+        found = self.integrations.delete_one({"inboxId": inbox_id}).deleted_count > 0
+        self.messages.delete_many({"inboxIntegrationId": inbox_id})
+        self.customers.delete_many({"inboxIntegrationId": inbox_id})
+        self.cursors.delete_many({"integrationId": inbox_id})
+        return found
+
+    # -- cursors ----------------------------------------------------------------------------------------------------
+    def get_cursor(self, inbox_id: str, folder: str) -> dict[str, Any] | None:
+        return self.cursors.find_one({"integrationId": inbox_id, "folder": folder})
+
+    def save_cursor(self, inbox_id: str, folder: str, uidvalidity: int, last_uid: int) -> None:
+        self.cursors.update_one(
+            {"integrationId": inbox_id, "folder": folder},
+            {"$set": {"uidvalidity": uidvalidity, "lastUid": last_uid, "updatedAt": utcnow()}}, upsert=True)
+
+    # -- customers --------------------------------------------------------------------------------------------------
+    def find_customer(self, inbox_id: str, email: str) -> dict[str, Any] | None:
+        return self.customers.find_one({"inboxIntegrationId": inbox_id, "email": email})
+
+    def save_customer(self, inbox_id: str, email: str, contacts_id: str, first_name: str = "",
+                      last_name: str = "") -> dict[str, Any]:
+        return self.customers.find_one_and_update(
+            {"inboxIntegrationId": inbox_id, "email": email},
+            {"$setOnInsert": {"contactsId": contacts_id, "firstName": first_name, "lastName": last_name,
+                              "createdAt": utcnow()}},
+            upsert=True, return_document=pymongo.ReturnDocument.AFTER)
+
+    # -- messages ---------------------------------------------------------------------------------------------------
+    def find_message(self, inbox_id: str, message_id: str) -> dict[str, Any] | None:
+        return self.messages.find_one({"inboxIntegrationId": inbox_id, "messageId": message_id})
+
+    def find_thread_conversation(self, inbox_id: str, message_ids: Iterable[str]) -> str | None:
+        """The conversation of a stored message this mail answers (by In-Reply-To/References), or of a sibling
+        that shares one of those ancestors."""
+        ids = [m for m in dict.fromkeys(message_ids) if m]
+        if not ids:
+            return None
+        doc = self.messages.find_one(
+            {"inboxIntegrationId": inbox_id, "inboxConversationId": {"$nin": [None, ""]},
+             "$or": [{"messageId": {"$in": ids}}, {"references": {"$in": ids}}]},
+            projection={"inboxConversationId": 1}, sort=[("createdAt", 1)])
+        return doc["inboxConversationId"] if doc else None
+
+    def record_pending(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Record the intent to ingest a message; returns the stored document (an earlier one if it exists)."""
+        doc = {**doc, "ingestState": PENDING}
+        try:
+            self.messages.insert_one(doc)
+            return doc
+        except DuplicateKeyError:
+            existing = self.find_message(doc["inboxIntegrationId"], doc["messageId"])
+            if existing is None:  # deleted in between: the integration is being removed
+                raise StorageError("message vanished while being recorded") from None
+            return existing
+
+    def set_message_conversation(self, message_oid: ObjectId, conversation_id: str, state: str = PENDING) -> None:
+        self.messages.update_one({"_id": message_oid},
+                                 {"$set": {"inboxConversationId": conversation_id, "ingestState": state}})
+
+    def set_message_state(self, message_oid: ObjectId, state: str) -> None:
+        self.messages.update_one({"_id": message_oid}, {"$set": {"ingestState": state}})
+
+    def conversation_messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        return list(self.messages.find({"inboxConversationId": conversation_id,
+                                        "ingestState": {"$in": [STORED, DONE]}}).sort("createdAt", 1))
+
+    # -- logs -------------------------------------------------------------------------------------------------------
+    def log(self, kind: str, message: str, *, inbox_id: str | None = None, error_stack: str | None = None) -> None:
+        """Append an ``imap_logs`` entry; never raises (a log write must not break the caller)."""
+        entry: dict[str, Any] = {"date": utcnow(), "type": kind, "message": scrub(message)}
+        if inbox_id:
+            entry["integrationId"] = inbox_id
+        if error_stack:
+            entry["errorStack"] = scrub(error_stack)
+        try:
+            self.logs.insert_one(entry)
+        except PyMongoError:
+            logger.warning("Could not write an imap_logs entry (MongoDB unavailable)")
+
+
+_SECRET_PATTERNS = [
+    re.compile(r'("?(?:password|pass|token|secret)"?\s*[:=]\s*)("[^"]*"|\'[^\']*\'|\S+)', re.IGNORECASE),
+    re.compile(r"(://[^:/@\s]+:)([^@/\s]+)(@)"),
+]
+
+
+def scrub(text: str) -> str:
+    """Hide anything that looks like a secret (``password=...``, credentials in URLs)."""
+    text = _SECRET_PATTERNS[0].sub(r"\1***", text)
+    return _SECRET_PATTERNS[1].sub(r"\1***\3", text)

@@ -1,0 +1,303 @@
+"""One mailbox (integration): connect, catch up from the cursor, IDLE, hand each new mail to the pipeline.
+
+``Mailbox`` is the plain logic: every call to :meth:`Mailbox.tick` does one bounded unit of work (connect, one
+fetch batch, or one short IDLE slice) and returns. ``MailboxActor`` re-sends itself ``step`` after every tick, so
+stop and other messages get through between slices (pykka processes one message at a time).
+
+States written to ``imap_integrations`` (one line each, on change only): connecting, syncing, idle, backoff,
+unhealthy.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+from typing import Any, Callable
+
+import pykka
+
+from runtime.cursor import FolderProgress, Incoming
+from runtime.errors import AuthenticationFailed, MailboxError, MailParseError
+from runtime.imap import NETWORK_ERRORS, ImapSettings, connect
+from runtime.mailparse import parse_mail
+from runtime.storage import utcnow
+
+__all__ = ["Mailbox", "MailboxActor"]
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5  # a mail that fails this often is logged and passed over (quarantine comes with issue 5)
+AUTH_ATTEMPTS = 2  # refused logins before the mailbox waits for new settings
+BACKOFF_BASE, BACKOFF_CAP = 1.0, 600.0
+
+
+class Mailbox:
+    def __init__(self, integration: dict[str, Any], *, config: Any, storage: Any, pipeline: Any,
+                 imap_factory: Callable[[ImapSettings], Any] = connect, subdomain: str = "os",
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None) -> None:
+        self.inbox_id: str = integration["inboxId"]
+        self.settings = ImapSettings.from_integration(integration, config.imap_timeout_seconds)
+        self._config = config
+        self._storage = storage
+        self._pipeline = pipeline
+        self._imap_factory = imap_factory
+        self._subdomain = subdomain
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._reply_to: Any = self  # the actor replaces this with its proxy
+        self._client: Any = None
+        self._folders = {name: FolderProgress(name) for name in self.settings.folders}
+        self._primary = self.settings.folders[0]
+        self._selected: str | None = None
+        self._idling = False
+        self._idle_since = 0.0
+        self._retry_at = 0.0
+        self._failures = 0
+        self._auth_failures = 0
+        self._state: tuple[str, str | None] | None = None
+
+    # -- the loop ---------------------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """One bounded unit of work. Expected network trouble is handled here; anything else propagates."""
+        wait = self._retry_at - self._clock()
+        if wait > 0:
+            self._sleep(min(wait, self._config.idle_slice_seconds))
+            return
+        try:
+            if self._client is None:
+                self._connect()
+            elif self._sync_one_batch():
+                pass
+            else:
+                self._idle_slice()
+        except AuthenticationFailed as exc:
+            self._disconnect()
+            self._auth_failures += 1
+            if self._auth_failures >= AUTH_ATTEMPTS:
+                self._retry_at = float("inf")  # until updateIntegration gives new settings
+                self._set_state("unhealthy", str(exc), healthy=False)
+            else:
+                self._retry_at = self._clock() + 1.0
+                self._set_state("backoff", str(exc), healthy=False)
+        except (MailboxError, *NETWORK_ERRORS) as exc:
+            self._disconnect()
+            self._failures += 1
+            delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1)) * self._rng.uniform(0.5, 1.0)
+            self._retry_at = self._clock() + delay
+            self._set_state("backoff", f"{exc} (retrying in {delay:.0f} s)", healthy=True)
+
+    def close(self) -> None:
+        """Leave IDLE and log out, quickly: a stop must not wait on a dead server."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            sock = client.socket()
+            sock.settimeout(2.0)
+            if self._idling:
+                client.idle_done()
+            client.logout()
+        except NETWORK_ERRORS:
+            pass
+        finally:
+            self._idling = False
+            try:
+                client.shutdown()
+            except NETWORK_ERRORS:
+                pass
+
+    # -- pipeline answers (arrive as actor messages) ----------------------------------------------------------------
+    def mail_done(self, folder: str, uid: int) -> None:
+        fp = self._folders.get(folder)
+        if fp is not None and fp.complete(uid):
+            self._storage.save_cursor(self.inbox_id, folder, fp.uidvalidity or 0, fp.cursor)
+
+    def mail_failed(self, folder: str, uid: int, error: str) -> None:
+        fp = self._folders.get(folder)
+        if fp is None or uid not in fp.pending:
+            return
+        tries = fp.attempts.get(uid, 0) + 1
+        if tries >= MAX_ATTEMPTS:
+            logger.error("Mailbox %s: giving up on %s UID %d after %d attempts: %s", self.inbox_id, folder, uid,
+                         tries, error)
+            self._storage.log("error", f"gave up on {folder} UID {uid} after {tries} attempts: {error}",
+                              inbox_id=self.inbox_id)
+            self.mail_done(folder, uid)
+            return
+        logger.warning("Mailbox %s: %s UID %d failed (attempt %d): %s", self.inbox_id, folder, uid, tries, error)
+        fp.attempts[uid] = tries
+        fp.reset()  # re-fetch from the cursor after a pause; work already done is recognised downstream
+        self._retry_at = max(self._retry_at, self._clock() + min(30.0, 0.5 * 2 ** tries))
+
+    def status(self) -> dict[str, Any]:
+        state, error = self._state or ("connecting", None)
+        return {"state": state, "error": error,
+                "folders": {n: {"cursor": f.cursor, "inflight": f.inflight} for n, f in self._folders.items()}}
+
+    # -- steps ------------------------------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        self._set_state("connecting", None, healthy=True)
+        self._client = self._imap_factory(self.settings)
+        self._selected = None
+        self._auth_failures = 0
+        for name, fp in self._folders.items():
+            if fp.uidvalidity is None:
+                cursor = self._storage.get_cursor(self.inbox_id, name)
+                if cursor:
+                    fp.reset(uidvalidity=int(cursor["uidvalidity"]), cursor=int(cursor["lastUid"]))
+                else:
+                    fp.initial = True
+            fp.reset()  # after a reconnect: re-search from the cursor; done work is recognised downstream
+        self._set_state("syncing", None, healthy=True)
+
+    def _select(self, name: str) -> FolderProgress:
+        fp = self._folders[name]
+        if self._selected == name:
+            return fp
+        info = self._client.select_folder(name, readonly=True)
+        self._selected = name
+        uidvalidity = int(info[b"UIDVALIDITY"])
+        uidnext = int(info.get(b"UIDNEXT", 1))
+        if fp.uidvalidity is not None and fp.uidvalidity != uidvalidity and not fp.initial:
+            logger.warning("Mailbox %s: %s UIDVALIDITY changed %s -> %s; re-scanning it", self.inbox_id, name,
+                           fp.uidvalidity, uidvalidity)
+            self._storage.log("info", f"{name}: UIDVALIDITY changed, re-scanning the folder", inbox_id=self.inbox_id)
+            fp.reset(uidvalidity=uidvalidity, cursor=0)
+            self._storage.save_cursor(self.inbox_id, name, uidvalidity, 0)
+        fp.uidvalidity = uidvalidity
+        fp.uidnext = uidnext
+        return fp
+
+    def _sync_one_batch(self) -> bool:
+        """Fetch and dispatch one batch of new mail from a folder that needs it; False when all are caught up."""
+        fp = next((f for f in self._folders.values() if f.need_sync), None)
+        if fp is None:
+            return False
+        room = min(self._config.fetch_batch, self._config.max_inflight - sum(
+            f.inflight for f in self._folders.values()))
+        if room <= 0:
+            return False  # the pipeline is full: IDLE a slice while answers come in
+        if self._idling:
+            self._client.idle_done()
+            self._idling = False
+        fp = self._select(fp.name)
+        if fp.initial:
+            since = (utcnow() - dt.timedelta(days=self._config.lookback_days)).date()
+            uids = self._client.search(["SINCE", since])
+        else:
+            uids = self._client.search(["UID", f"{fp.high + 1}:*"])
+        uids = sorted(u for u in uids if u > fp.high)
+        if not uids:
+            fp.skip_to(fp.uidnext - 1 if fp.initial else fp.high)
+            fp.initial = False
+            fp.need_sync = False
+            if not fp.pending:
+                self._storage.save_cursor(self.inbox_id, fp.name, fp.uidvalidity or 0, fp.cursor)
+            self._after_sync()
+            return True
+        fp.initial = False
+        batch = uids[:room]
+        fetched = self._client.fetch(batch, [b"BODY.PEEK[]"])
+        fetched_at = utcnow()
+        for uid in batch:
+            fp.dispatched(uid)
+            raw = fetched.get(uid, {}).get(b"BODY[]")
+            if raw is None:  # expunged meanwhile
+                self.mail_done(fp.name, uid)
+                continue
+            try:
+                mail = parse_mail(raw)
+            except MailParseError as exc:
+                self._storage.log("error", f"{fp.name} UID {uid} is not a readable mail: {exc}",
+                                  inbox_id=self.inbox_id)
+                self.mail_done(fp.name, uid)
+                continue
+            self._pipeline.resolve(Incoming(self.inbox_id, self._subdomain, fp.name, uid, mail, self._reply_to,
+                                            fetched_at))
+        fp.need_sync = len(uids) > len(batch)
+        return True
+
+    def _after_sync(self) -> None:
+        if not any(f.need_sync for f in self._folders.values()):
+            self._failures = 0
+            self._set_state("idle", None, healthy=True, synced=True)
+
+    def _idle_slice(self) -> None:
+        primary = self._select(self._primary)
+        if not self._idling:
+            self._client.idle()
+            self._idling = True
+            self._idle_since = self._clock()
+        slice_s = self._config.idle_slice_seconds
+        started = self._clock()
+        responses = self._client.idle_check(timeout=slice_s)
+        if any(r and r[0] == b"BYE" for r in responses):
+            raise MailboxError("the server closed the connection (BYE)")
+        if not responses and self._clock() - started < slice_s / 2:
+            raise MailboxError("the connection is dead (readable socket without data)")
+        if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+            primary.need_sync = True
+        elif self._clock() - self._idle_since >= self._config.idle_renew_seconds:
+            self._client.idle_done()  # renew IDLE before servers drop it (RFC 2177: 29 minutes)
+            self._idling = False
+            for fp in self._folders.values():
+                fp.need_sync = True  # folders other than the primary are polled at each renewal
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        self._idling = False
+        self._selected = None
+        if client is not None:
+            try:
+                client.shutdown()
+            except NETWORK_ERRORS:
+                pass
+
+    def _set_state(self, state: str, error: str | None, *, healthy: bool, synced: bool = False) -> None:
+        changed = (state, error) != self._state
+        if changed or synced:
+            self._storage.set_health(self.inbox_id, state=state, healthy=healthy, error=error, synced=synced)
+        if not changed:
+            return
+        self._state = (state, error)
+        if error:
+            logger.warning("Mailbox %s: %s: %s", self.inbox_id, state, error)
+            self._storage.log("error", f"{state}: {error}", inbox_id=self.inbox_id)
+        else:
+            logger.info("Mailbox %s: %s", self.inbox_id, state)
+            self._storage.log("info", state, inbox_id=self.inbox_id)
+
+
+class MailboxActor(pykka.ThreadingActor, Mailbox):
+    """Runs a :class:`Mailbox` in its own thread; tells ``supervisor.child_failed`` when it dies unexpectedly."""
+
+    def __init__(self, integration: dict[str, Any], *, supervisor: Any = None, generation: int = 0,
+                 **kwargs: Any) -> None:
+        pykka.ThreadingActor.__init__(self)
+        Mailbox.__init__(self, integration, **kwargs)
+        self._supervisor = supervisor
+        self._generation = generation
+
+    def on_start(self) -> None:
+        self._reply_to = self.actor_ref.proxy()
+        self._reply_to.step()
+
+    def step(self) -> None:
+        self.tick()
+        self._reply_to.step()
+
+    def on_stop(self) -> None:
+        self.close()
+
+    def on_failure(self, exception_type: Any, exception_value: BaseException | None, traceback: Any) -> None:
+        self._disconnect()
+        logger.error("Mailbox %s crashed: %r", self.inbox_id, exception_value)
+        self._storage.log("error", f"mailbox crashed: {exception_value!r}", inbox_id=self.inbox_id)
+        if self._supervisor is not None:
+            try:
+                self._supervisor.child_failed(self.inbox_id, self._generation, repr(exception_value))
+            except pykka.ActorDeadError:
+                pass

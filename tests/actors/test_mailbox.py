@@ -1,0 +1,198 @@
+"""The plain Mailbox, driven tick by tick against a fake IMAP client and in-memory storage (no servers)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from actors.mailbox import Mailbox
+from runtime.errors import AuthenticationFailed
+from tests.conftest import make_mail
+
+CONFIG = SimpleNamespace(imap_timeout_seconds=5, idle_slice_seconds=1.0, idle_renew_seconds=540, fetch_batch=2,
+                         max_inflight=10, lookback_days=3)
+
+
+class FakeImap:
+    def __init__(self, mails: dict[int, bytes], uidvalidity: int = 7) -> None:
+        self.mails = mails
+        self.uidvalidity = uidvalidity
+        self.idle_responses: list[list[Any]] = []
+        self.idling = False
+        self.searches: list[list[Any]] = []
+
+    def select_folder(self, name: str, readonly: bool = False) -> dict[bytes, Any]:
+        assert readonly
+        return {b"UIDVALIDITY": self.uidvalidity, b"UIDNEXT": max(self.mails, default=0) + 1}
+
+    def search(self, criteria: list[Any]) -> list[int]:
+        self.searches.append(criteria)
+        if criteria[0] == "SINCE":
+            return sorted(self.mails)
+        low = int(criteria[1].split(":")[0])
+        found = [u for u in sorted(self.mails) if u >= low]
+        return found or ([max(self.mails)] if self.mails else [])  # IMAP's n:* quirk
+
+    def fetch(self, uids: list[int], items: list[bytes]) -> dict[int, dict[bytes, bytes]]:
+        assert items == [b"BODY.PEEK[]"]
+        return {u: {b"BODY[]": self.mails[u]} for u in uids if u in self.mails}
+
+    def idle(self) -> None:
+        self.idling = True
+
+    def idle_check(self, timeout: float) -> list[Any]:
+        clock.now += timeout
+        return self.idle_responses.pop(0) if self.idle_responses else []
+
+    def idle_done(self) -> None:
+        self.idling = False
+
+    def shutdown(self) -> None:
+        pass
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+clock = Clock()
+
+
+class MemoryStorage:
+    def __init__(self) -> None:
+        self.cursors: dict[tuple[str, str], tuple[int, int]] = {}
+        self.health: list[dict[str, Any]] = []
+        self.logs: list[str] = []
+
+    def get_cursor(self, inbox_id: str, folder: str) -> dict[str, int] | None:
+        found = self.cursors.get((inbox_id, folder))
+        return {"uidvalidity": found[0], "lastUid": found[1]} if found else None
+
+    def save_cursor(self, inbox_id: str, folder: str, uidvalidity: int, last_uid: int) -> None:
+        self.cursors[(inbox_id, folder)] = (uidvalidity, last_uid)
+
+    def set_health(self, inbox_id: str, **kw: Any) -> None:
+        self.health.append(kw)
+
+    def log(self, kind: str, message: str, **kw: Any) -> None:
+        self.logs.append(f"{kind}: {message}")
+
+
+class Pipeline:
+    def __init__(self) -> None:
+        self.jobs: list[Any] = []
+
+    def resolve(self, job: Any) -> None:
+        self.jobs.append(job)
+
+
+def mailbox(imap_factory: Any, storage: MemoryStorage, pipeline: Pipeline) -> Mailbox:
+    integration = {"inboxId": "i1", "host": "h", "user": "u@x", "password": "p"}
+    return Mailbox(integration, config=CONFIG, storage=storage, pipeline=pipeline, imap_factory=imap_factory,
+                   clock=clock, sleep=lambda s: setattr(clock, "now", clock.now + s))
+
+
+def test_catch_up_in_batches_then_cursor_follows_done_answers():
+    imap = FakeImap({u: make_mail(to="u@x", subject=f"s{u}") for u in (1, 2, 3)})
+    storage, pipeline = MemoryStorage(), Pipeline()
+    box = mailbox(lambda settings: imap, storage, pipeline)
+    box.tick()  # connect
+    box.tick()  # first batch of 2 (initial import: SINCE)
+    assert [j.uid for j in pipeline.jobs] == [1, 2]
+    assert imap.searches[0][0] == "SINCE"
+    box.tick()  # next batch: UID 3:*
+    assert [j.uid for j in pipeline.jobs] == [1, 2, 3]
+    assert imap.searches[1] == ["UID", "3:*"]
+    assert pipeline.jobs[2].mail.subject == "s3"
+    box.mail_done("INBOX", 2)
+    assert ("i1", "INBOX") not in storage.cursors  # 1 is not done: the cursor may not pass it
+    box.mail_done("INBOX", 1)
+    assert storage.cursors[("i1", "INBOX")] == (7, 2)
+    box.mail_done("INBOX", 3)
+    assert storage.cursors[("i1", "INBOX")] == (7, 3)
+
+
+def test_new_mail_announced_in_idle_is_fetched_from_the_cursor():
+    imap = FakeImap({1: make_mail(to="u@x")})
+    storage, pipeline = MemoryStorage(), Pipeline()
+    storage.save_cursor("i1", "INBOX", 7, 1)
+    box = mailbox(lambda settings: imap, storage, pipeline)
+    box.tick()  # connect
+    box.tick()  # UID 2:* finds nothing new (the n:* quirk returns 1, filtered)
+    assert pipeline.jobs == []
+    assert storage.health[-1]["state"] == "idle"
+    box.tick()  # IDLE slice, nothing
+    assert imap.idling
+    imap.mails[2] = make_mail(to="u@x", subject="new")
+    imap.idle_responses.append([(2, b"EXISTS")])
+    box.tick()  # EXISTS
+    box.tick()  # sync
+    assert [j.uid for j in pipeline.jobs] == [2] and not imap.idling
+
+
+def test_changed_uidvalidity_rescans_the_folder():
+    imap = FakeImap({1: make_mail(to="u@x"), 2: make_mail(to="u@x")}, uidvalidity=99)
+    storage, pipeline = MemoryStorage(), Pipeline()
+    storage.save_cursor("i1", "INBOX", 7, 2)
+    box = mailbox(lambda settings: imap, storage, pipeline)
+    box.tick()
+    box.tick()
+    assert [j.uid for j in pipeline.jobs] == [1, 2]
+    assert storage.cursors[("i1", "INBOX")] == (99, 0)
+
+
+def test_refused_login_twice_marks_unhealthy_and_stops_trying():
+    attempts = []
+
+    def refuse(settings: Any) -> Any:
+        attempts.append(settings.login)
+        raise AuthenticationFailed("h:993 refused the login: [AUTHENTICATIONFAILED] Authentication failed.")
+
+    storage = MemoryStorage()
+    box = mailbox(refuse, storage, Pipeline())
+    for _ in range(20):
+        box.tick()
+    assert len(attempts) == 2
+    assert storage.health[-1]["state"] == "unhealthy" and storage.health[-1]["healthy"] is False
+    assert "AUTHENTICATIONFAILED" in storage.health[-1]["error"]
+
+
+def test_dead_connection_is_noticed_and_backs_off():
+    imap = FakeImap({})
+    connects = []
+
+    def factory(settings: Any) -> Any:
+        connects.append(1)
+        return imap
+
+    storage = MemoryStorage()
+    box = mailbox(factory, storage, Pipeline())
+    box.tick()
+    box.tick()  # empty folder: idle
+    imap.idle_check = lambda timeout: []  # readable socket without data: returns at once
+    box.tick()
+    assert storage.health[-1]["state"] == "backoff"
+    assert "dead" in storage.health[-1]["error"]
+    for _ in range(5):
+        box.tick()
+    assert len(connects) == 2  # reconnected after the backoff
+
+
+def test_failed_mail_is_retried_then_given_up_and_logged():
+    imap = FakeImap({1: make_mail(to="u@x")})
+    storage, pipeline = MemoryStorage(), Pipeline()
+    box = mailbox(lambda settings: imap, storage, pipeline)
+    box.tick()
+    box.tick()
+    for attempt in range(5):
+        assert pipeline.jobs[-1].uid == 1
+        box.mail_failed("INBOX", 1, "inbox is down")
+        for _ in range(80):
+            if len(pipeline.jobs) > attempt + 1:
+                break
+            box.tick()
+    assert len(pipeline.jobs) == 5  # the first try and four retries
+    assert storage.cursors[("i1", "INBOX")] == (7, 1)
+    assert any("gave up on INBOX UID 1" in line for line in storage.logs)

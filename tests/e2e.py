@@ -1,0 +1,108 @@
+"""Helpers for end-to-end tests: a runtime in this process or as a real ``imap-runtime`` process, and an erxes-like
+caller on the broker."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from runtime.broker.amqp import AmqpBroker
+from runtime.config import Config, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def runtime_config(services: dict[str, str], *, mongo_url: str, prefix: str, **overrides: Any) -> Config:
+    return load_config(REPO / "configs.json", environ={}).with_overrides(
+        port=0, mongo_url=mongo_url, rabbitmq_url=services["RABBITMQ_HOST"], message_broker_prefix=prefix,
+        redis_host=services.get("REDIS_HOST", "127.0.0.1"), redis_port=int(services.get("REDIS_PORT", 6379)),
+        idle_slice_seconds=0.2, rpc_timeout_ms=10000, **overrides)
+
+
+class Caller:
+    """Plays erxes: calls the runtime's procedures over AMQP exactly as erxes services do."""
+
+    def __init__(self, amqp_url: str, prefix: str) -> None:
+        self.broker = AmqpBroker(amqp_url, prefix=prefix)
+        self.broker.start()
+
+    def call(self, procedure: str, data: Any, timeout: float = 20.0) -> Any:
+        return self.broker.call(f"imap:{procedure}", data, subdomain="os", timeout=timeout)
+
+    def publish(self, procedure: str, data: Any) -> None:
+        self.broker.publish(f"imap:{procedure}", data, subdomain="os")
+
+    def create_integration(self, inbox_id: str, details: dict[str, Any]) -> Any:
+        return self.call("createIntegration", {"kind": "imap", "integrationId": inbox_id, "doc": {
+            "accountId": "", "kind": "imap", "integrationId": inbox_id, "data": json.dumps(details)}})
+
+    def update_integration(self, inbox_id: str, details: dict[str, Any]) -> Any:
+        return self.call("updateIntegration", {"kind": "imap", "integrationId": inbox_id, "doc": {
+            "accountId": "", "kind": "imap", "integrationId": inbox_id, "data": json.dumps(details)}})
+
+    def close(self) -> None:
+        self.broker.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RuntimeProcess:
+    """``imap-runtime`` as users run it: a separate process, configured by environment variables."""
+
+    def __init__(self, services: dict[str, str], *, mongo_url: str, prefix: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "IMAP_RUNTIME_CONFIG": str(REPO / "configs.json"), "PORT": str(self.port),
+                    "MONGO_URL": mongo_url, "RABBITMQ_HOST": services["RABBITMQ_HOST"],
+                    "MESSAGE_BROKER_PREFIX": prefix, "REDIS_HOST": services.get("REDIS_HOST", "127.0.0.1"),
+                    "REDIS_PORT": services.get("REDIS_PORT", "6379"), "STANDALONE": "true", "LOG_LEVEL": "INFO"}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "runtime"], env=self.env, cwd=REPO, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"imap-runtime exited with {self.proc.returncode}: {self.log_tail()}")
+            if self.health() == "ok":
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"imap-runtime not healthy after {timeout} s: {self.log_tail()}")
+
+    def health(self) -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as resp:
+                return resp.read().decode()
+        except OSError:
+            return None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

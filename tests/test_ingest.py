@@ -1,0 +1,183 @@
+"""End to end, against the real servers: createIntegration over AMQP -> Dovecot mail -> customer, conversation,
+stored message and conversationClientMessageInserted (standalone mode is the erxes emulation)."""
+from __future__ import annotations
+
+import subprocess
+from typing import Any, Iterator
+
+import pytest
+
+from runtime.errors import RpcError
+from runtime.process import Runtime
+from tests.conftest import MailServer, make_mail, wait_for
+from tests.e2e import Caller, runtime_config
+
+
+@pytest.fixture
+def runtime(services: dict[str, str], mongo_url: str, prefix: str) -> Iterator[Runtime]:
+    rt = Runtime(runtime_config(services, mongo_url=mongo_url, prefix=prefix))
+    try:
+        rt.start()
+        yield rt
+    finally:
+        rt.stop()
+
+
+@pytest.fixture
+def caller(amqp_url: str, prefix: str) -> Iterator[Caller]:
+    c = Caller(amqp_url, prefix)
+    yield c
+    c.close()
+
+
+def connect_mailbox(caller: Caller, mailserver: MailServer, db: Any, inbox_id: str) -> tuple[str, str]:
+    user, password = mailserver.add_user()
+    caller.create_integration(inbox_id, mailserver.details(user, password))
+    wait_for(lambda: (db.imap_integrations.find_one({"inboxId": inbox_id}) or {}).get("state") == "idle",
+             timeout=10, message=f"{inbox_id} to IDLE")
+    return user, password
+
+
+def done_messages(db: Any, inbox_id: str) -> list[dict[str, Any]]:
+    return list(db.imap_messages.find({"inboxIntegrationId": inbox_id, "ingestState": "done"}))
+
+
+def test_new_mail_becomes_customer_conversation_message_and_notification(runtime, caller, mailserver, db):
+    user, password = connect_mailbox(caller, mailserver, db, "inbox-1")
+    mailserver.append(user, password, make_mail(to=f"{user}@localhost", subject="Where is my order?",
+                                                body="Order 42 <has not arrived>"))
+    [message] = wait_for(lambda: done_messages(db, "inbox-1"), timeout=2.0, message="the message to be stored")
+    assert message["subject"] == "Where is my order?"
+    assert "Order 42 &lt;has not arrived&gt;" in message["body"]
+    assert message["from"][0]["address"] == "alice@example.com"
+    assert message["type"] == "INBOX"
+    [customer] = list(db.imap_customers.find({"inboxIntegrationId": "inbox-1"}))
+    assert customer["email"] == "alice@example.com" and customer["contactsId"] == message["customerId"]
+    assert db.standalone_customers.count_documents({"primaryEmail": "alice@example.com"}) == 1
+    [conversation] = list(db.standalone_conversations.find({"integrationId": "inbox-1"}))
+    assert conversation["_id"] == message["inboxConversationId"]
+    assert conversation["customerId"] == customer["contactsId"]
+    assert conversation["content"] == "Where is my order?"
+    [note] = wait_for(lambda: list(db.standalone_message_notifications.find()), timeout=2.0)
+    assert note["messageId"] == str(message["_id"])
+    assert note["conversationId"] == conversation["_id"]
+    assert note["deliveries"] == 1
+    wait_for(lambda: db.imap_cursors.find_one({"integrationId": "inbox-1", "folder": "INBOX",
+                                               "lastUid": message["uid"]}), timeout=2.0, message="the cursor")
+
+
+def test_threading_cc_text_only_and_latin1(runtime, caller, mailserver, db):
+    user, password = connect_mailbox(caller, mailserver, db, "inbox-2")
+    address = f"{user}@localhost"
+    first = make_mail(to=address, subject="Invoice", message_id="<first@example.com>")
+    mailserver.append(user, password, first)
+    wait_for(lambda: len(done_messages(db, "inbox-2")) == 1, timeout=5)
+    reply = make_mail(to=address, subject="Re: Invoice", message_id="<second@example.com>",
+                      in_reply_to="<first@example.com>", references=["<first@example.com>"])
+    cc_only = make_mail(to="someone-else@example.org", cc=address.upper(), subject="Copy for you",
+                        sender="bob@example.net", message_id="<cc@example.net>")
+    latin1 = (b"From: =?iso-8859-1?q?J=FCrgen?= <juergen@example.de>\r\nTo: " + address.encode() +
+              b"\r\nSubject: =?iso-8859-1?q?Gr=FC=DFe?=\r\nMessage-ID: <latin@example.de>\r\n"
+              b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+              b"Content-Transfer-Encoding: 8bit\r\n\r\nGr\xfc\xdfe aus K\xf6ln, caf\xe9\r\n")
+    mailserver.append_many(user, password, [reply, cc_only, latin1])
+    wait_for(lambda: len(done_messages(db, "inbox-2")) == 4, timeout=5)
+    by_id = {m["messageId"]: m for m in done_messages(db, "inbox-2")}
+    assert by_id["<second@example.com>"]["inboxConversationId"] == by_id["<first@example.com>"]["inboxConversationId"]
+    assert by_id["<cc@example.net>"]["inboxConversationId"] != by_id["<first@example.com>"]["inboxConversationId"]
+    assert by_id["<cc@example.net>"]["body"].strip() not in ("", "false")
+    assert by_id["<latin@example.de>"]["subject"] == "Grüße"
+    assert "Grüße aus Köln, café" in by_id["<latin@example.de>"]["body"]
+    assert db.standalone_conversations.count_documents({"integrationId": "inbox-2"}) == 3
+    assert db.imap_customers.count_documents({"inboxIntegrationId": "inbox-2"}) == 3  # alice, bob, jürgen
+
+
+def test_same_new_sender_twice_at_once_creates_one_customer(runtime, caller, mailserver, db):
+    user, password = connect_mailbox(caller, mailserver, db, "inbox-3")
+    mails = [make_mail(to=f"{user}@localhost", sender="carol@example.com", subject=f"n{i}") for i in range(5)]
+    mailserver.append_many(user, password, mails)
+    wait_for(lambda: len(done_messages(db, "inbox-3")) == 5, timeout=5)
+    assert db.imap_customers.count_documents({"inboxIntegrationId": "inbox-3"}) == 1
+    assert db.standalone_customers.count_documents({"primaryEmail": "carol@example.com"}) == 1
+
+
+def test_remove_update_and_wrong_password(runtime, caller, mailserver, db):
+    good_user, good_password = connect_mailbox(caller, mailserver, db, "inbox-good")
+    user, password = connect_mailbox(caller, mailserver, db, "inbox-x")
+
+    # a wrong password: unHealthy with the server's reason, while the other mailbox keeps working
+    caller.update_integration("inbox-x", mailserver.details(user, "wrong-password"))
+    status = wait_for(lambda: (s := caller.call("getStatus", {"integrationId": "inbox-x"}))["status"] == "unHealthy"
+                      and s, timeout=10, message="unHealthy")
+    assert "AUTHENTICATIONFAILED" in status["error"] or "Authentication failed" in status["error"]
+    assert "wrong-password" not in status["error"]
+    mailserver.append(good_user, good_password, make_mail(to=f"{good_user}@localhost", subject="still works"))
+    wait_for(lambda: len(done_messages(db, "inbox-good")) == 1, timeout=5)
+
+    # new credentials on the server and in the integration: it reconnects with them
+    mailserver.set_password(user, "new-password-1")
+    caller.update_integration("inbox-x", {**mailserver.details(user, "new-password-1")})
+    wait_for(lambda: caller.call("getStatus", {"integrationId": "inbox-x"})["status"] == "healthy", timeout=10)
+    mailserver.append(user, "new-password-1", make_mail(to=f"{user}@localhost", subject="after update"))
+    wait_for(lambda: len(done_messages(db, "inbox-x")) == 1, timeout=5)
+    details = caller.call("api_to_integrations", {"integrationId": "inbox-x", "action": "getDetails"})
+    assert details["password"] is None and details["user"] == f"{user}@localhost"
+    assert caller.call("api_to_integrations", {"integrationId": "inbox-x", "action": "reply-imap"}) is None
+
+    # remove: the mailbox stops, its IMAP session closes, its data goes
+    assert imap_sessions(mailserver, user) == 1
+    caller.call("removeIntegrations", {"integrationId": "inbox-x"})
+    wait_for(lambda: imap_sessions(mailserver, user) == 0, timeout=5, message="the IMAP session to close")
+    assert db.imap_integrations.count_documents({"inboxId": "inbox-x"}) == 0
+    assert db.imap_messages.count_documents({"inboxIntegrationId": "inbox-x"}) == 0
+    assert caller.call("getStatus", {"integrationId": "inbox-x"}) == {"status": "healthy"}
+    assert imap_sessions(mailserver, good_user) == 1
+
+
+def test_listen_and_restart_resume_every_stored_integration(services, mongo_url, prefix, caller, mailserver, db):
+    rt = Runtime(runtime_config(services, mongo_url=mongo_url, prefix=prefix))
+    rt.start()
+    try:
+        user, password = connect_mailbox(caller, mailserver, db, "inbox-r")
+    finally:
+        rt.stop()
+    mailserver.append(user, password, make_mail(to=f"{user}@localhost", subject="while stopped"))
+    rt = Runtime(runtime_config(services, mongo_url=mongo_url, prefix=prefix))
+    rt.start()
+    try:
+        wait_for(lambda: len(done_messages(db, "inbox-r")) == 1, timeout=5)
+        doc = db.imap_integrations.find_one({"inboxId": "inbox-r"})
+        caller.publish("listen", {"_id": str(doc["_id"])})  # already listening: nothing changes
+        mailserver.append(user, password, make_mail(to=f"{user}@localhost", subject="after listen"))
+        wait_for(lambda: len(done_messages(db, "inbox-r")) == 2, timeout=5)
+        assert imap_sessions(mailserver, user) == 1
+    finally:
+        rt.stop()
+
+
+def test_bad_requests_get_errors_and_the_runtime_keeps_serving(runtime, caller, mailserver, db):
+    bad = {"kind": "imap", "integrationId": "inbox-bad", "doc": {"kind": "imap", "data": "{not json"}}
+    with pytest.raises(RpcError, match="doc.data is not valid JSON"):
+        caller.call("createIntegration", bad)
+    with pytest.raises(RpcError, match="doc.data is missing password"):
+        caller.call("createIntegration", {**bad, "doc": {"data": '{"host": "h", "user": "u"}'}})
+    with pytest.raises(RpcError, match="integrationId is required"):
+        caller.call("createIntegration", {"doc": {"data": "{}"}})
+    with pytest.raises(RpcError, match="doc is required"):
+        caller.call("createIntegration", {"integrationId": "inbox-bad"})
+    with pytest.raises(RpcError, match="Integration not found."):
+        caller.update_integration("nope", {"host": "h", "user": "u", "password": "p"})
+    with pytest.raises(RpcError, match="data must be an object"):
+        caller.call("getStatus", "just a string")
+    assert db.imap_integrations.count_documents({}) == 0
+    connect_mailbox(caller, mailserver, db, "inbox-ok")  # still serving
+
+
+def imap_sessions(mailserver: MailServer, user: str) -> int:
+    """How many IMAP sessions Dovecot has open for ``user`` (doveadm who)."""
+    out = subprocess.run(["doveadm", "-c", f"{mailserver.env['MAIL_DIR']}/dovecot.conf", "who", "-1", user],
+                         capture_output=True, text=True, timeout=10)
+    return sum(1 for line in out.stdout.splitlines()[1:] if line.split() and line.split()[0] == user
+               and "imap" in line)
+
+

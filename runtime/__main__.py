@@ -31,7 +31,13 @@ def main(argv: list[str] | None = None) -> int:
 def setup_logging(config: Config) -> None:
     logging.basicConfig(level=config.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Libraries whose DEBUG lines carry payloads (pymongo logs whole documents, passwords included) or flood."""
+    for name in ("pymongo", "pika", "imapclient", "tornado.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def run(config: Config) -> int:

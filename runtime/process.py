@@ -107,7 +107,7 @@ def start_storage(config: Config) -> Storage:
 
 
 def start_broker(config: Config, storage: Storage) -> AmqpBroker:
-    broker = AmqpBroker(config.rabbitmq_url, prefix=config.message_broker_prefix)
+    broker = AmqpBroker(config.rabbitmq_url, prefix=config.message_broker_prefix, rpc_timeout=config.rpc_timeout)
     if config.standalone:
         emulation = Standalone(storage.db, customer_service=config.customer_service)
         emulation.ensure_indexes()

@@ -3,10 +3,13 @@ stored message and conversationClientMessageInserted (standalone mode is the erx
 from __future__ import annotations
 
 import subprocess
+import logging
 from typing import Any, Iterator
 
 import pytest
+import redis
 
+from runtime.__main__ import quiet_libraries
 from runtime.errors import RpcError
 from runtime.process import Runtime
 from tests.conftest import MailServer, make_mail, wait_for
@@ -101,7 +104,9 @@ def test_same_new_sender_twice_at_once_creates_one_customer(runtime, caller, mai
     assert db.standalone_customers.count_documents({"primaryEmail": "carol@example.com"}) == 1
 
 
-def test_remove_update_and_wrong_password(runtime, caller, mailserver, db):
+def test_remove_update_and_wrong_password(runtime, caller, mailserver, db, caplog):
+    quiet_libraries()  # as the entry point does: library loggers that print payloads stay at WARNING
+    caplog.set_level(logging.DEBUG)
     good_user, good_password = connect_mailbox(caller, mailserver, db, "inbox-good")
     user, password = connect_mailbox(caller, mailserver, db, "inbox-x")
 
@@ -132,6 +137,12 @@ def test_remove_update_and_wrong_password(runtime, caller, mailserver, db):
     assert db.imap_messages.count_documents({"inboxIntegrationId": "inbox-x"}) == 0
     assert caller.call("getStatus", {"integrationId": "inbox-x"}) == {"status": "healthy"}
     assert imap_sessions(mailserver, good_user) == 1
+
+    # no secret in any log line, log entry or reply
+    logged = caplog.text + "\n".join(str(e) for e in db.imap_logs.find())
+    for secret in (good_password, password, "wrong-password", "new-password-1"):
+        assert secret not in logged
+    assert any(e["type"] == "error" and "inbox-x" == e.get("integrationId") for e in db.imap_logs.find())
 
 
 def test_listen_and_restart_resume_every_stored_integration(services, mongo_url, prefix, caller, mailserver, db):
@@ -171,6 +182,18 @@ def test_bad_requests_get_errors_and_the_runtime_keeps_serving(runtime, caller, 
         caller.call("getStatus", "just a string")
     assert db.imap_integrations.count_documents({}) == 0
     connect_mailbox(caller, mailserver, db, "inbox-ok")  # still serving
+
+
+def test_queue_names_are_registered_in_redis(runtime, services, prefix):
+    client = redis.Redis(host=services["REDIS_HOST"], port=int(services["REDIS_PORT"]))
+    try:
+        names = {n.decode() for n in client.smembers("service:queuenames:imap")}
+        for procedure in ("createIntegration", "updateIntegration", "removeIntegrations", "removeIntegration",
+                          "api_to_integrations", "getStatus", "listen"):
+            assert f"imap:{procedure}{prefix}" in names
+    finally:
+        client.srem("service:queuenames:imap", *[n for n in names if n.endswith(prefix)])
+        client.close()
 
 
 def imap_sessions(mailserver: MailServer, user: str) -> int:

@@ -132,6 +132,30 @@ class Mailbox:
         fp.reset()  # re-fetch from the cursor after a pause; work already done is recognised downstream
         self._retry_at = max(self._retry_at, self._clock() + min(30.0, 0.5 * 2 ** tries))
 
+    # -- requests that need this mailbox's IMAP session (asked by the send path and the attachment route) ----------
+    def append_sent(self, raw: bytes) -> str:
+        """APPEND ``raw`` (seen) to the folder marked ``\\Sent``, else ``Sent``; returns the folder's name."""
+        client = self._session()
+        folder = client.find_special_folder(b"\\Sent") or self._config.sent_folder
+        client.append(folder, raw, flags=[b"\\Seen"])
+        return folder
+
+    def fetch_raw(self, folder: str, uid: int) -> bytes | None:
+        """The raw bytes of ``uid`` in ``folder`` (``BODY.PEEK[]``: never marks it read), or None if gone."""
+        client = self._session()
+        self._select(folder)
+        fetched = client.fetch([uid], [b"BODY.PEEK[]"])
+        return fetched.get(uid, {}).get(b"BODY[]")
+
+    def _session(self) -> Any:
+        """The connected client, out of IDLE, for a request; raises MailboxError when not connected."""
+        if self._client is None:
+            raise MailboxError(f"mailbox {self.inbox_id} is not connected ({(self._state or ('connecting',))[0]})")
+        if self._idling:
+            self._client.idle_done()
+            self._idling = False
+        return self._client
+
     def status(self) -> dict[str, Any]:
         state, error = self._state or ("connecting", None)
         return {"state": state, "error": error,

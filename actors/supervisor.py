@@ -92,6 +92,13 @@ class Supervisor:
         self._stop_children([child])
         return True
 
+    def mailbox(self, inbox_id: str) -> Any:
+        """The running mailbox actor's proxy for ``inbox_id`` (for requests that need its IMAP session), or None."""
+        child = self._children.get(inbox_id)
+        if child is None or child.ref is None or not child.ref.is_alive():
+            return None
+        return child.ref.proxy()
+
     def listening(self) -> dict[str, bool]:
         return {inbox_id: self._alive(inbox_id) for inbox_id in self._children}
 

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "fetch_batch": 50,
     "max_inflight": 200,
     "restart_max_delay_seconds": 30,
+    "sent_folder": "Sent",
     "log_level": "INFO",
 }
 
@@ -87,6 +88,7 @@ class Config:
     fetch_batch: int
     max_inflight: int
     restart_max_delay_seconds: float
+    sent_folder: str
     log_level: str
     jwt_token_secret: str = field(default="", repr=False)
 
@@ -279,6 +281,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "fetch_batch": _number(int, 1, 1000),
     "max_inflight": _number(int, 1, 100000),
     "restart_max_delay_seconds": _number(float, 0.01, 3600),
+    "sent_folder": _text,
     "log_level": _log_level,
     "jwt_token_secret": _text,
 }

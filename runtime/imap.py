@@ -17,7 +17,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from runtime.errors import AuthenticationFailed, MailboxError, RequestError
 
-__all__ = ["ImapSettings", "connect", "parse_details", "NETWORK_ERRORS"]
+__all__ = ["ImapSettings", "connect", "parse_details", "tls_context", "NETWORK_ERRORS"]
 
 # What a network or protocol failure can raise from imapclient/imaplib/ssl/socket.
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (IMAPClientError, OSError, EOFError, ssl.SSLError, socket.timeout)
@@ -35,6 +35,7 @@ class ImapSettings:
     main_user: str
     folders: tuple[str, ...]
     timeout: float = 30.0
+    ca_cert: str = field(default="", repr=False)
 
     @classmethod
     def from_integration(cls, doc: dict[str, Any], timeout: float = 30.0) -> ImapSettings:
@@ -45,7 +46,7 @@ class ImapSettings:
         folders = tuple(doc.get("folders") or ("INBOX",))
         return cls(host=str(doc["host"]), port=port, tls=tls, starttls=bool(doc.get("starttls", False)),
                    login=main_user or user, password=str(doc.get("password") or ""), address=user,
-                   main_user=main_user, folders=folders, timeout=timeout)
+                   main_user=main_user, folders=folders, timeout=timeout, ca_cert=str(doc.get("caCert") or ""))
 
 
 _REQUIRED = ("host", "user")
@@ -88,6 +89,14 @@ def parse_details(raw: Any, *, require_password: bool = True) -> dict[str, Any]:
             out[flag] = details[flag]
     if out.get("tls") and out.get("starttls"):
         raise RequestError("doc.data: tls (implicit TLS) and starttls cannot both be true")
+    if details.get("caCert") not in (None, ""):
+        if not isinstance(details["caCert"], str) or "-----BEGIN CERTIFICATE-----" not in details["caCert"]:
+            raise RequestError("doc.data.caCert must be PEM text (-----BEGIN CERTIFICATE-----...)")
+        try:
+            tls_context(details["caCert"])
+        except ssl.SSLError as exc:
+            raise RequestError(f"doc.data.caCert is not a usable certificate: {exc.reason}") from None
+        out["caCert"] = details["caCert"]
     if "folders" in details:
         folders = details["folders"]
         if not isinstance(folders, list) or not folders or not all(isinstance(f, str) and f for f in folders):
@@ -98,7 +107,7 @@ def parse_details(raw: Any, *, require_password: bool = True) -> dict[str, Any]:
 
 def connect(settings: ImapSettings) -> IMAPClient:
     """Open, secure and log in. The returned client has ``settings.timeout`` as its socket timeout."""
-    context = ssl.create_default_context()
+    context = tls_context(settings.ca_cert)
     where = f"{settings.host}:{settings.port}"
     try:
         client = IMAPClient(settings.host, port=settings.port, ssl=settings.tls,
@@ -116,6 +125,14 @@ def connect(settings: ImapSettings) -> IMAPClient:
         _close(client)
         raise MailboxError(f"{where}: {_words(exc)}") from exc
     return client
+
+
+def tls_context(ca_cert: str = "") -> ssl.SSLContext:
+    """Certificates verified against the system's CAs, or against ``ca_cert`` (PEM text) for a self-hosted server."""
+    context = ssl.create_default_context()
+    if ca_cert:
+        context.load_verify_locations(cadata=ca_cert)
+    return context
 
 
 def _close(client: IMAPClient) -> None:

@@ -166,6 +166,26 @@ def test_listen_and_restart_resume_every_stored_integration(services, mongo_url,
         rt.stop()
 
 
+def test_mailbox_serves_append_and_fetch_on_its_own_session(runtime, caller, mailserver, db):
+    user, password = connect_mailbox(caller, mailserver, db, "inbox-s")
+    mailserver.append(user, password, make_mail(to=f"{user}@localhost", subject="fetch me"))
+    [message] = wait_for(lambda: done_messages(db, "inbox-s"), timeout=5)
+    box = runtime.supervisor.mailbox("inbox-s").get(timeout=5)
+    raw = box.fetch_raw("INBOX", message["uid"]).get(timeout=10)
+    assert b"Subject: fetch me" in raw
+    sent = make_mail(to="alice@example.com", sender=f"{user}@localhost", subject="our reply")
+    assert box.append_sent(sent).get(timeout=10) == "Sent"
+    with mailserver.client(user, password) as client:
+        client.select_folder("Sent", readonly=True)
+        [uid] = client.search(["SUBJECT", "our reply"])
+        assert b"\\Seen" in client.get_flags([uid])[uid]
+        client.select_folder("INBOX", readonly=True)
+        assert b"\\Seen" not in client.get_flags([message["uid"]])[message["uid"]]  # fetched with PEEK
+    assert imap_sessions(mailserver, user) == 1  # the mailbox's own session did both
+    mailserver.append(user, password, make_mail(to=f"{user}@localhost", subject="after the requests"))
+    wait_for(lambda: len(done_messages(db, "inbox-s")) == 2, timeout=5)  # and went back to IDLE
+
+
 def test_bad_requests_get_errors_and_the_runtime_keeps_serving(runtime, caller, mailserver, db):
     bad = {"kind": "imap", "integrationId": "inbox-bad", "doc": {"kind": "imap", "data": "{not json"}}
     with pytest.raises(RpcError, match="doc.data is not valid JSON"):

@@ -9,7 +9,7 @@ from runtime.errors import AuthenticationFailed
 from tests.conftest import make_mail
 
 CONFIG = SimpleNamespace(imap_timeout_seconds=5, idle_slice_seconds=1.0, idle_renew_seconds=540, fetch_batch=2,
-                         max_inflight=10, lookback_days=3)
+                         max_inflight=10, lookback_days=3, sent_folder="Sent")
 
 
 class FakeImap:

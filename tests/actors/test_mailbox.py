@@ -196,3 +196,27 @@ def test_failed_mail_is_retried_then_given_up_and_logged():
     assert len(pipeline.jobs) == 5  # the first try and four retries
     assert storage.cursors[("i1", "INBOX")] == (7, 1)
     assert any("gave up on INBOX UID 1" in line for line in storage.logs)
+
+
+def test_idle_is_renewed_and_other_folders_polled():
+    imap = FakeImap({})
+    storage, pipeline = MemoryStorage(), Pipeline()
+    box = mailbox(lambda settings: imap, storage, pipeline)
+    box.tick()
+    box.tick()  # caught up
+    idle_started = clock.now
+    box.tick()  # IDLE starts (and waits one slice)
+    renewals = 0
+    while clock.now - idle_started < CONFIG.idle_renew_seconds + 5:
+        was_idling = imap.idling
+        box.tick()
+        if was_idling and not imap.idling:
+            renewals += 1
+            break
+    assert renewals == 1
+    assert CONFIG.idle_renew_seconds <= clock.now - idle_started < CONFIG.idle_renew_seconds + 2
+    searches = len(imap.searches)
+    box.tick()  # the renewal re-checks the folders before idling again
+    assert len(imap.searches) == searches + 1
+    box.tick()
+    assert imap.idling

@@ -14,6 +14,7 @@ import pykka
 
 from actors._answer import answer
 from runtime.cursor import Incoming
+from runtime.loops import classify, is_own_mail
 from runtime.storage import DONE, PENDING, STORED, utcnow
 
 __all__ = ["Conversations", "ConversationActor"]
@@ -36,8 +37,11 @@ class Conversations:
             return
         answer(job.mailbox, "mail_done", job.folder, job.uid)
 
-    def store(self, job: Incoming, customer_id: str) -> dict[str, Any]:
+    def store(self, job: Incoming, customer_id: str) -> dict[str, Any] | None:
         mail: Any = job.mail
+        if is_own_mail(mail, job.inbox_id):
+            logger.debug("Skipping our own mail %s coming back to %s", mail.message_id, job.inbox_id)
+            return None
         doc = self._storage.find_message(job.inbox_id, mail.message_id)
         if doc is None:
             thread = self._storage.find_thread_conversation(job.inbox_id, [mail.in_reply_to, *mail.references])
@@ -81,6 +85,7 @@ class Conversations:
             "createdAt": mail.date or job.fetched_at or utcnow(),
             "receivedAt": job.fetched_at or utcnow(),
             "type": "INBOX",
+            "autoSubmitted": classify(mail),  # "auto-reply"/"bounce": ingested, but nothing may answer it
             "folder": job.folder,
             "uid": job.uid,
             "size": mail.size,

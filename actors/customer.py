@@ -13,6 +13,7 @@ import pykka
 from runtime.cursor import Incoming
 from actors._answer import answer
 from runtime.errors import RequestError
+from runtime.loops import is_own_mail
 
 __all__ = ["Customers", "CustomerActor"]
 
@@ -27,6 +28,9 @@ class Customers:
 
     def resolve(self, job: Incoming) -> None:
         """Find or create the sender's customer, then pass the mail on. Never raises: failures go to the mailbox."""
+        if is_own_mail(job.mail, job.inbox_id):  # our own reply coming back: no customer, nothing to store
+            answer(job.mailbox, "mail_done", job.folder, job.uid)
+            return
         try:
             customer_id = self.customer_id(job.subdomain, job.inbox_id, job.mail)
         except Exception as exc:  # noqa: BLE001 - reported to the mailbox, which retries or gives up

@@ -54,6 +54,7 @@ class Mailbox:
         self._selected: str | None = None
         self._idling = False
         self._idle_since = 0.0
+        self._heard_at = 0.0
         self._retry_at = 0.0
         self._failures = 0
         self._auth_failures = 0
@@ -87,7 +88,8 @@ class Mailbox:
             self._failures += 1
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1)) * self._rng.uniform(0.5, 1.0)
             self._retry_at = self._clock() + delay
-            self._set_state("backoff", f"{exc} (retrying in {delay:.0f} s)", healthy=True)
+            logger.debug("Mailbox %s: retrying in %.1f s", self.inbox_id, delay)
+            self._set_state("backoff", str(exc), healthy=True)
 
     def close(self) -> None:
         """Leave IDLE and log out, quickly: a stop must not wait on a dead server."""
@@ -125,6 +127,8 @@ class Mailbox:
                          tries, error)
             self._storage.log("error", f"gave up on {folder} UID {uid} after {tries} attempts: {error}",
                               inbox_id=self.inbox_id)
+            self._storage.quarantine_mail(self.inbox_id, folder, fp.uidvalidity or 0, uid,
+                                          f"failed {tries} times: {error}", raw=self._raw_or_none(folder, uid))
             self.mail_done(folder, uid)
             return
         logger.warning("Mailbox %s: %s UID %d failed (attempt %d): %s", self.inbox_id, folder, uid, tries, error)
@@ -146,6 +150,12 @@ class Mailbox:
         self._select(folder)
         fetched = client.fetch([uid], [b"BODY.PEEK[]"])
         return fetched.get(uid, {}).get(b"BODY[]")
+
+    def _raw_or_none(self, folder: str, uid: int) -> bytes | None:
+        try:
+            return self.fetch_raw(folder, uid)
+        except (MailboxError, *NETWORK_ERRORS):
+            return None  # quarantined without its bytes; still on the server
 
     def _session(self) -> Any:
         """The connected client, out of IDLE, for a request; raises MailboxError when not connected."""
@@ -224,25 +234,37 @@ class Mailbox:
             return True
         fp.initial = False
         batch = uids[:room]
-        fetched = self._client.fetch(batch, [b"BODY.PEEK[]"])
+        sizes = {u: int(d.get(b"RFC822.SIZE", 0)) for u, d in self._client.fetch(batch, [b"RFC822.SIZE"]).items()}
+        wanted = [u for u in batch if sizes.get(u, 0) <= self._config.max_mail_bytes]
+        fetched = self._client.fetch(wanted, [b"BODY.PEEK[]"]) if wanted else {}
         fetched_at = utcnow()
         for uid in batch:
             fp.dispatched(uid)
-            raw = fetched.get(uid, {}).get(b"BODY[]")
-            if raw is None:  # expunged meanwhile
+            if uid not in sizes:  # expunged meanwhile
                 self.mail_done(fp.name, uid)
                 continue
+            if uid not in fetched:
+                self._set_aside(fp, uid, f"{sizes[uid]} bytes is over the {self._config.max_mail_bytes} limit",
+                                size=sizes[uid])
+                continue
+            raw = fetched[uid].get(b"BODY[]") or b""
             try:
                 mail = parse_mail(raw)
             except MailParseError as exc:
-                self._storage.log("error", f"{fp.name} UID {uid} is not a readable mail: {exc}",
-                                  inbox_id=self.inbox_id)
-                self.mail_done(fp.name, uid)
+                self._set_aside(fp, uid, f"not a readable mail: {exc}", raw=raw)
                 continue
             self._pipeline.resolve(Incoming(self.inbox_id, self._subdomain, fp.name, uid, mail, self._reply_to,
                                             fetched_at))
         fp.need_sync = len(uids) > len(batch)
         return True
+
+    def _set_aside(self, fp: FolderProgress, uid: int, reason: str, *, raw: bytes | None = None,
+                   size: int | None = None) -> None:
+        """Quarantine a mail we will not ingest (recorded, never lost), and move on."""
+        logger.warning("Mailbox %s: %s UID %d quarantined: %s", self.inbox_id, fp.name, uid, reason)
+        self._storage.log("error", f"{fp.name} UID {uid} quarantined: {reason}", inbox_id=self.inbox_id)
+        self._storage.quarantine_mail(self.inbox_id, fp.name, fp.uidvalidity or 0, uid, reason, raw=raw, size=size)
+        self.mail_done(fp.name, uid)
 
     def _after_sync(self) -> None:
         if not any(f.need_sync for f in self._folders.values()):
@@ -254,17 +276,26 @@ class Mailbox:
         if not self._idling:
             self._client.idle()
             self._idling = True
-            self._idle_since = self._clock()
+            self._idle_since = self._heard_at = self._clock()
         slice_s = self._config.idle_slice_seconds
         started = self._clock()
         responses = self._client.idle_check(timeout=slice_s)
+        now = self._clock()
         if any(r and r[0] == b"BYE" for r in responses):
             raise MailboxError("the server closed the connection (BYE)")
-        if not responses and self._clock() - started < slice_s / 2:
+        if not responses and now - started < slice_s / 2:
             raise MailboxError("the connection is dead (readable socket without data)")
+        if responses:
+            self._heard_at = now
         if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
             primary.need_sync = True
-        elif self._clock() - self._idle_since >= self._config.idle_renew_seconds:
+        elif now - self._heard_at >= self._config.idle_watchdog_seconds:
+            # Silence: DONE must be answered within the socket timeout, or the connection is dead (a stall).
+            self._client.idle_done()
+            self._idling = False
+            self._heard_at = self._clock()
+            primary.need_sync = True
+        elif now - self._idle_since >= self._config.idle_renew_seconds:
             self._client.idle_done()  # renew IDLE before servers drop it (RFC 2177: 29 minutes)
             self._idling = False
             for fp in self._folders.values():

@@ -36,9 +36,11 @@ DEFAULTS: dict[str, Any] = {
     "lookback_days": 3,
     "idle_slice_seconds": 1.0,
     "idle_renew_seconds": 540,
+    "idle_watchdog_seconds": 55,
     "imap_timeout_seconds": 30,
     "fetch_batch": 50,
     "max_inflight": 200,
+    "max_mail_bytes": 25 * 1024 * 1024,
     "restart_max_delay_seconds": 30,
     "sent_folder": "Sent",
     "log_level": "INFO",
@@ -84,9 +86,11 @@ class Config:
     lookback_days: int
     idle_slice_seconds: float
     idle_renew_seconds: float
+    idle_watchdog_seconds: float
     imap_timeout_seconds: float
     fetch_batch: int
     max_inflight: int
+    max_mail_bytes: int
     restart_max_delay_seconds: float
     sent_folder: str
     log_level: str
@@ -277,9 +281,11 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "lookback_days": _number(int, 0, 3650),
     "idle_slice_seconds": _number(float, 0.05, 60),
     "idle_renew_seconds": _number(float, 1, 1740),
+    "idle_watchdog_seconds": _number(float, 1, 1740),
     "imap_timeout_seconds": _number(float, 1, 600),
     "fetch_batch": _number(int, 1, 1000),
     "max_inflight": _number(int, 1, 100000),
+    "max_mail_bytes": _number(int, 1024),
     "restart_max_delay_seconds": _number(float, 0.01, 3600),
     "sent_folder": _text,
     "log_level": _log_level,

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ParsedMail", "parse_mail", "synthetic_message_id", "is_addressed_to", "text_to_html", "find_part"]
 
-KEPT_HEADERS = ("auto-submitted", "x-autoreply", "precedence", "return-path", "x-imap-runtime-id")
+KEPT_HEADERS = ("auto-submitted", "x-autoreply", "x-autorespond", "precedence", "return-path", "x-imap-runtime-id",
+                "x-loop", "content-type")
 SYNTHETIC_DOMAIN = "imap-runtime.invalid"
 _MAX_DEPTH = 40                      # deeper MIME nesting is treated as opaque leaves
 _MODERN_ADDRESS_LIMIT = 32 * 1024    # longer address headers skip the (slow on huge input) modern parser

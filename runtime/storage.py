@@ -16,7 +16,7 @@ import re
 from typing import Any, Iterable
 
 import pymongo
-from bson import ObjectId
+from bson import Binary, ObjectId
 from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -27,6 +27,7 @@ __all__ = ["Storage", "utcnow"]
 logger = logging.getLogger(__name__)
 
 PENDING, STORED, DONE = "pending", "stored", "done"
+MAX_RAW_IN_DOCUMENT = 15 * 1024 * 1024  # MongoDB documents hold 16 MiB
 
 
 def utcnow() -> dt.datetime:
@@ -50,6 +51,7 @@ class Storage:
         self.messages = self.db["imap_messages"]
         self.logs = self.db["imap_logs"]
         self.cursors = self.db["imap_cursors"]
+        self.quarantine = self.db["imap_quarantine"]
 
     def ping(self) -> None:
         try:
@@ -67,6 +69,8 @@ class Storage:
             self.messages.create_index("inboxConversationId")
             self.cursors.create_index([("integrationId", 1), ("folder", 1)], unique=True)
             self.logs.create_index([("date", -1)])
+            self.quarantine.create_index([("integrationId", 1), ("folder", 1), ("uid", 1), ("uidvalidity", 1)],
+                                         unique=True)
         except PyMongoError as exc:
             raise StorageError(f"cannot create indexes: {exc}") from exc
 
@@ -110,6 +114,7 @@ class Storage:
         self.messages.delete_many({"inboxIntegrationId": inbox_id})
         self.customers.delete_many({"inboxIntegrationId": inbox_id})
         self.cursors.delete_many({"integrationId": inbox_id})
+        self.quarantine.delete_many({"integrationId": inbox_id})
         return found
 
     # -- cursors ----------------------------------------------------------------------------------------------------
@@ -171,6 +176,20 @@ class Storage:
     def conversation_messages(self, conversation_id: str) -> list[dict[str, Any]]:
         return list(self.messages.find({"inboxConversationId": conversation_id,
                                         "ingestState": {"$in": [STORED, DONE]}}).sort("createdAt", 1))
+
+    # -- quarantine ---------------------------------------------------------------------------------------------------
+    def quarantine_mail(self, inbox_id: str, folder: str, uidvalidity: int, uid: int, reason: str, *,
+                        raw: bytes | None = None, size: int | None = None) -> None:
+        """Keep a mail that could not be processed (with its raw bytes when we have them) so nothing is lost."""
+        fields: dict[str, Any] = {"reason": scrub(reason), "size": size if size is not None else len(raw or b""),
+                                  "quarantinedAt": utcnow()}
+        if raw is not None and len(raw) <= MAX_RAW_IN_DOCUMENT:
+            fields["raw"] = Binary(raw)
+        elif raw is not None:
+            fields["rawOmitted"] = f"{len(raw)} bytes: over the {MAX_RAW_IN_DOCUMENT} bytes a document holds"
+        self.quarantine.update_one(
+            {"integrationId": inbox_id, "folder": folder, "uid": uid, "uidvalidity": uidvalidity},
+            {"$set": fields, "$inc": {"times": 1}}, upsert=True)
 
     # -- logs -------------------------------------------------------------------------------------------------------
     def log(self, kind: str, message: str, *, inbox_id: str | None = None, error_stack: str | None = None) -> None:

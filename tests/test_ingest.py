@@ -186,6 +186,22 @@ def test_mailbox_serves_append_and_fetch_on_its_own_session(runtime, caller, mai
     wait_for(lambda: len(done_messages(db, "inbox-s")) == 2, timeout=5)  # and went back to IDLE
 
 
+def test_auto_replies_are_flagged_and_our_own_mail_is_not_ingested(runtime, caller, mailserver, db):
+    user, password = connect_mailbox(caller, mailserver, db, "inbox-l")
+    to = f"{user}@localhost"
+    mailserver.append_many(user, password, [
+        make_mail(to=to, subject="Out of office", extra={"Auto-Submitted": "auto-replied"}),
+        make_mail(to=to, subject="our own reply", sender=to, extra={"X-Imap-Runtime-Id": "inbox-l"}),
+        make_mail(to=to, subject="a person"),
+    ])
+    wait_for(lambda: (db.imap_cursors.find_one({"integrationId": "inbox-l"}) or {}).get("lastUid") == 3, timeout=5)
+    by_subject = {m["subject"]: m for m in done_messages(db, "inbox-l")}
+    assert set(by_subject) == {"Out of office", "a person"}
+    assert by_subject["Out of office"]["autoSubmitted"] == "auto-reply"
+    assert by_subject["a person"]["autoSubmitted"] is None
+    assert db.imap_customers.count_documents({"inboxIntegrationId": "inbox-l", "email": to}) == 0
+
+
 def test_bad_requests_get_errors_and_the_runtime_keeps_serving(runtime, caller, mailserver, db):
     bad = {"kind": "imap", "integrationId": "inbox-bad", "doc": {"kind": "imap", "data": "{not json"}}
     with pytest.raises(RpcError, match="doc.data is not valid JSON"):

@@ -8,8 +8,9 @@ from actors.mailbox import Mailbox
 from runtime.errors import AuthenticationFailed
 from tests.conftest import make_mail
 
-CONFIG = SimpleNamespace(imap_timeout_seconds=5, idle_slice_seconds=1.0, idle_renew_seconds=540, fetch_batch=2,
-                         max_inflight=10, lookback_days=3, sent_folder="Sent")
+CONFIG = SimpleNamespace(imap_timeout_seconds=5, idle_slice_seconds=1.0, idle_renew_seconds=540, idle_watchdog_seconds=55, fetch_batch=2,
+                         max_inflight=10, lookback_days=3, sent_folder="Sent",
+                         max_mail_bytes=10_000)
 
 
 class FakeImap:
@@ -19,6 +20,7 @@ class FakeImap:
         self.idle_responses: list[list[Any]] = []
         self.idling = False
         self.searches: list[list[Any]] = []
+        self.downloaded: list[int] = []
 
     def select_folder(self, name: str, readonly: bool = False) -> dict[bytes, Any]:
         assert readonly
@@ -32,8 +34,11 @@ class FakeImap:
         found = [u for u in sorted(self.mails) if u >= low]
         return found or ([max(self.mails)] if self.mails else [])  # IMAP's n:* quirk
 
-    def fetch(self, uids: list[int], items: list[bytes]) -> dict[int, dict[bytes, bytes]]:
+    def fetch(self, uids: list[int], items: list[bytes]) -> dict[int, dict[bytes, Any]]:
+        if items == [b"RFC822.SIZE"]:
+            return {u: {b"RFC822.SIZE": len(self.mails[u])} for u in uids if u in self.mails}
         assert items == [b"BODY.PEEK[]"]
+        self.downloaded.extend(uids)
         return {u: {b"BODY[]": self.mails[u]} for u in uids if u in self.mails}
 
     def idle(self) -> None:
@@ -65,6 +70,7 @@ class MemoryStorage:
         self.cursors: dict[tuple[str, str], tuple[int, int]] = {}
         self.health: list[dict[str, Any]] = []
         self.logs: list[str] = []
+        self.quarantined: list[dict[str, Any]] = []
 
     def get_cursor(self, inbox_id: str, folder: str) -> dict[str, int] | None:
         found = self.cursors.get((inbox_id, folder))
@@ -79,6 +85,10 @@ class MemoryStorage:
     def log(self, kind: str, message: str, **kw: Any) -> None:
         self.logs.append(f"{kind}: {message}")
 
+    def quarantine_mail(self, inbox_id: str, folder: str, uidvalidity: int, uid: int, reason: str,
+                        raw: bytes | None = None, size: int | None = None) -> None:
+        self.quarantined.append({"uid": uid, "reason": reason, "raw": raw, "size": size})
+
 
 class Pipeline:
     def __init__(self) -> None:
@@ -88,9 +98,9 @@ class Pipeline:
         self.jobs.append(job)
 
 
-def mailbox(imap_factory: Any, storage: MemoryStorage, pipeline: Pipeline) -> Mailbox:
+def mailbox(imap_factory: Any, storage: MemoryStorage, pipeline: Pipeline, config: Any = CONFIG) -> Mailbox:
     integration = {"inboxId": "i1", "host": "h", "user": "u@x", "password": "p"}
-    return Mailbox(integration, config=CONFIG, storage=storage, pipeline=pipeline, imap_factory=imap_factory,
+    return Mailbox(integration, config=config, storage=storage, pipeline=pipeline, imap_factory=imap_factory,
                    clock=clock, sleep=lambda s: setattr(clock, "now", clock.now + s))
 
 
@@ -196,12 +206,46 @@ def test_failed_mail_is_retried_then_given_up_and_logged():
     assert len(pipeline.jobs) == 5  # the first try and four retries
     assert storage.cursors[("i1", "INBOX")] == (7, 1)
     assert any("gave up on INBOX UID 1" in line for line in storage.logs)
+    [kept] = storage.quarantined
+    assert kept["uid"] == 1 and kept["raw"] == imap.mails[1] and "inbox is down" in kept["reason"]
+
+
+def test_oversized_and_unreadable_mail_is_quarantined_and_the_cursor_moves_on():
+    imap = FakeImap({1: b"x" * 20_000, 2: b"\x00\x01 not a mail", 3: make_mail(to="u@x", subject="fine")})
+    storage, pipeline = MemoryStorage(), Pipeline()
+    box = mailbox(lambda settings: imap, storage, pipeline, SimpleNamespace(**{**vars(CONFIG), "fetch_batch": 5}))
+    box.tick()
+    box.tick()
+    assert 1 not in imap.downloaded  # checked with RFC822.SIZE first, never downloaded
+    assert [q["uid"] for q in storage.quarantined] == [1, 2]
+    assert storage.quarantined[0]["size"] == 20_000 and storage.quarantined[0]["raw"] is None
+    assert storage.quarantined[1]["raw"] == imap.mails[2]
+    assert [j.uid for j in pipeline.jobs] == [3]
+    box.mail_done("INBOX", 3)
+    assert storage.cursors[("i1", "INBOX")] == (7, 3)
+
+
+def test_silent_server_is_asked_for_a_sign_of_life():
+    imap = FakeImap({})
+    storage = MemoryStorage()
+    box = mailbox(lambda settings: imap, storage, Pipeline())
+    box.tick()
+    box.tick()
+    dones = []
+    imap.idle_done = lambda: (dones.append(clock.now), setattr(imap, "idling", False))  # type: ignore[assignment]
+    started = clock.now
+    for _ in range(60):
+        box.tick()
+        if dones:
+            break
+    assert dones and CONFIG.idle_watchdog_seconds <= dones[0] - started <= CONFIG.idle_watchdog_seconds + 2
 
 
 def test_idle_is_renewed_and_other_folders_polled():
     imap = FakeImap({})
     storage, pipeline = MemoryStorage(), Pipeline()
-    box = mailbox(lambda settings: imap, storage, pipeline)
+    box = mailbox(lambda settings: imap, storage, pipeline,
+                  SimpleNamespace(**{**vars(CONFIG), "idle_watchdog_seconds": 1000}))
     box.tick()
     box.tick()  # caught up
     idle_started = clock.now

@@ -12,7 +12,7 @@ from typing import Any
 
 import pykka
 
-from actors._answer import answer
+from actors._answer import answer, is_transient
 from runtime.cursor import Incoming
 from runtime.loops import classify, is_own_mail
 from runtime.storage import DONE, PENDING, STORED, utcnow
@@ -33,7 +33,7 @@ class Conversations:
             self.store(job, customer_id)
         except Exception as exc:  # noqa: BLE001 - reported to the mailbox, which retries
             logger.warning("Storing %s UID %d (%s) failed: %s", job.inbox_id, job.uid, job.folder, exc)
-            answer(job.mailbox, "mail_failed", job.folder, job.uid, f"conversation: {exc}")
+            answer(job.mailbox, "mail_failed", job.folder, job.uid, f"conversation: {exc}", is_transient(exc))
             return
         answer(job.mailbox, "mail_done", job.folder, job.uid)
 

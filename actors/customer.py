@@ -11,7 +11,7 @@ from typing import Any
 import pykka
 
 from runtime.cursor import Incoming
-from actors._answer import answer
+from actors._answer import answer, is_transient
 from runtime.errors import RequestError
 from runtime.loops import is_own_mail
 
@@ -35,7 +35,7 @@ class Customers:
             customer_id = self.customer_id(job.subdomain, job.inbox_id, job.mail)
         except Exception as exc:  # noqa: BLE001 - reported to the mailbox, which retries or gives up
             logger.warning("Customer for %s UID %d (%s) failed: %s", job.inbox_id, job.uid, job.folder, exc)
-            answer(job.mailbox, "mail_failed", job.folder, job.uid, f"customer: {exc}")
+            answer(job.mailbox, "mail_failed", job.folder, job.uid, f"customer: {exc}", is_transient(exc))
             return
         try:
             self._conversations.ingest(job, customer_id)

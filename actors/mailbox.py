@@ -18,7 +18,9 @@ from typing import Any, Callable
 import pykka
 
 from runtime.cursor import FolderProgress, Incoming
-from runtime.errors import AuthenticationFailed, MailboxError, MailParseError
+from pymongo.errors import PyMongoError
+
+from runtime.errors import AuthenticationFailed, MailboxError, MailParseError, StorageError
 from runtime.imap import NETWORK_ERRORS, ImapSettings, connect
 from runtime.mailparse import parse_mail
 from runtime.storage import utcnow
@@ -58,6 +60,7 @@ class Mailbox:
         self._retry_at = 0.0
         self._failures = 0
         self._auth_failures = 0
+        self._outages = 0
         self._state: tuple[str, str | None] | None = None
 
     # -- the loop ---------------------------------------------------------------------------------------------------
@@ -83,7 +86,7 @@ class Mailbox:
             else:
                 self._retry_at = self._clock() + 1.0
                 self._set_state("backoff", str(exc), healthy=False)
-        except (MailboxError, *NETWORK_ERRORS) as exc:
+        except (MailboxError, PyMongoError, StorageError, *NETWORK_ERRORS) as exc:
             self._disconnect()
             self._failures += 1
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1)) * self._rng.uniform(0.5, 1.0)
@@ -115,11 +118,25 @@ class Mailbox:
     def mail_done(self, folder: str, uid: int) -> None:
         fp = self._folders.get(folder)
         if fp is not None and fp.complete(uid):
-            self._storage.save_cursor(self.inbox_id, folder, fp.uidvalidity or 0, fp.cursor)
+            self._save_cursor(fp)
 
-    def mail_failed(self, folder: str, uid: int, error: str) -> None:
+    def _save_cursor(self, fp: FolderProgress) -> None:
+        try:
+            self._storage.save_cursor(self.inbox_id, fp.name, fp.uidvalidity or 0, fp.cursor)
+        except PyMongoError as exc:  # saved with the next advance; a restart meanwhile re-fetches (idempotent)
+            logger.warning("Mailbox %s: cannot save the cursor of %s (MongoDB: %s)", self.inbox_id, fp.name, exc)
+
+    def mail_failed(self, folder: str, uid: int, error: str, transient: bool = False) -> None:
+        """A mail could not be processed. ``transient``: our infrastructure was down, which is not the mail's fault
+        and does not count towards giving up on it."""
         fp = self._folders.get(folder)
         if fp is None or uid not in fp.pending:
+            return
+        if transient:
+            logger.warning("Mailbox %s: %s UID %d must wait: %s", self.inbox_id, folder, uid, error)
+            self._outages += 1
+            fp.reset()
+            self._retry_at = max(self._retry_at, self._clock() + min(30.0, 0.5 * 2 ** min(self._outages, 6)))
             return
         tries = fp.attempts.get(uid, 0) + 1
         if tries >= MAX_ATTEMPTS:
@@ -127,8 +144,12 @@ class Mailbox:
                          tries, error)
             self._storage.log("error", f"gave up on {folder} UID {uid} after {tries} attempts: {error}",
                               inbox_id=self.inbox_id)
-            self._storage.quarantine_mail(self.inbox_id, folder, fp.uidvalidity or 0, uid,
-                                          f"failed {tries} times: {error}", raw=self._raw_or_none(folder, uid))
+            try:
+                self._storage.quarantine_mail(self.inbox_id, folder, fp.uidvalidity or 0, uid,
+                                              f"failed {tries} times: {error}", raw=self._raw_or_none(folder, uid))
+            except PyMongoError as exc:  # the cursor may not pass a mail that is kept nowhere
+                self.mail_failed(folder, uid, f"cannot quarantine: {exc}", transient=True)
+                return
             self.mail_done(folder, uid)
             return
         logger.warning("Mailbox %s: %s UID %d failed (attempt %d): %s", self.inbox_id, folder, uid, tries, error)
@@ -229,7 +250,7 @@ class Mailbox:
             fp.initial = False
             fp.need_sync = False
             if not fp.pending:
-                self._storage.save_cursor(self.inbox_id, fp.name, fp.uidvalidity or 0, fp.cursor)
+                self._save_cursor(fp)
             self._after_sync()
             return True
         fp.initial = False
@@ -269,6 +290,7 @@ class Mailbox:
     def _after_sync(self) -> None:
         if not any(f.need_sync for f in self._folders.values()):
             self._failures = 0
+            self._outages = 0
             self._set_state("idle", None, healthy=True, synced=True)
 
     def _idle_slice(self) -> None:
@@ -314,7 +336,11 @@ class Mailbox:
     def _set_state(self, state: str, error: str | None, *, healthy: bool, synced: bool = False) -> None:
         changed = (state, error) != self._state
         if changed or synced:
-            self._storage.set_health(self.inbox_id, state=state, healthy=healthy, error=error, synced=synced)
+            try:
+                self._storage.set_health(self.inbox_id, state=state, healthy=healthy, error=error, synced=synced)
+            except PyMongoError as exc:
+                logger.warning("Mailbox %s: cannot record state %s (MongoDB: %s)", self.inbox_id, state, exc)
+                changed = False  # record it again at the next chance
         if not changed:
             return
         self._state = (state, error)

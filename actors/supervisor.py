@@ -125,11 +125,14 @@ class Supervisor:
         child = self._children.get(inbox_id)
         if child is None or child.generation != generation:
             return  # removed or replaced meanwhile
-        doc = self._storage.get_integration(inbox_id)
-        if doc is None or not self._should_listen(doc):
-            self._children.pop(inbox_id, None)
-            return
-        self._start(doc, failures=child.failures)
+        try:
+            doc = self._storage.get_integration(inbox_id)
+            if doc is None or not self._should_listen(doc):
+                self._children.pop(inbox_id, None)
+                return
+            self._start(doc, failures=child.failures)
+        except Exception as exc:  # noqa: BLE001 - e.g. MongoDB down: try again later, never give up silently
+            self.child_failed(inbox_id, generation, f"restart failed: {exc}")
 
     # -- internals ----------------------------------------------------------------------------------------------------
     def _restart_failed_later(self, inbox_id: str, generation: int) -> None:

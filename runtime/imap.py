@@ -89,6 +89,10 @@ def parse_details(raw: Any, *, require_password: bool = True) -> dict[str, Any]:
             out[flag] = details[flag]
     if out.get("tls") and out.get("starttls"):
         raise RequestError("doc.data: tls (implicit TLS) and starttls cannot both be true")
+    if details.get("smtpTls") not in (None, ""):
+        from runtime.smtp import smtp_port, smtp_security  # runtime.smtp builds on this module
+
+        out["smtpTls"] = smtp_security(details["smtpTls"], smtp_port(out["smtpPort"]))
     if details.get("caCert") not in (None, ""):
         if not isinstance(details["caCert"], str) or "-----BEGIN CERTIFICATE-----" not in details["caCert"]:
             raise RequestError("doc.data.caCert must be PEM text (-----BEGIN CERTIFICATE-----...)")

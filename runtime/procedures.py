@@ -18,13 +18,14 @@ logger = logging.getLogger(__name__)
 
 SERVICE = "imap"
 SECRET_FIELDS = ("password",)
-DETAIL_FIELDS = ("host", "smtpHost", "smtpPort", "mainUser", "user", "port", "tls", "starttls", "folders")
+DETAIL_FIELDS = ("host", "smtpHost", "smtpPort", "smtpTls", "mainUser", "user", "port", "tls", "starttls", "folders")
 
 
 class ImapProcedures:
-    def __init__(self, *, storage: Any, supervisor: Any, timeout: float = 30.0) -> None:
+    def __init__(self, *, storage: Any, supervisor: Any, sender: Any = None, timeout: float = 30.0) -> None:
         self._storage = storage
         self._supervisor = supervisor  # a SupervisorActor proxy
+        self._sender = sender  # runtime.sending.MailSender
         self._timeout = timeout
 
     def rpc_procedures(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
@@ -35,6 +36,7 @@ class ImapProcedures:
             f"{SERVICE}:removeIntegration": self.remove_integration,  # the seed guide's name
             f"{SERVICE}:api_to_integrations": self.api_to_integrations,
             f"{SERVICE}:getStatus": self.get_status,
+            f"{SERVICE}:imapMessage.create": self.create_message,
         }
 
     def plain_procedures(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
@@ -85,6 +87,12 @@ class ImapProcedures:
         if doc is None:
             return {"status": "healthy"}
         return {"status": doc.get("healthStatus", "healthy"), "error": doc.get("error")}
+
+    def create_message(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        """engages' new email: the same arguments and reply as the ``imapSendMail`` mutation."""
+        if self._sender is None:
+            raise RequestError("sending is not available in this process")
+        return self._sender.send(envelope.get("subdomain") or "os", _data(envelope))
 
     def listen(self, envelope: dict[str, Any]) -> None:
         data = _data(envelope)

@@ -1,0 +1,443 @@
+"""MailSender: the send path of ``imapSendMail`` and ``imap:imapMessage.create`` (contract sections 3, 4 and 6).
+
+``send(subdomain, args)`` finds the integration (by ``from`` = its ``user``, else by ``integrationId``), builds the
+mail (:mod:`runtime.mailbuild`), submits it (:mod:`runtime.smtp`) and, after a successful send only:
+
+1. a mail that starts a thread gets its customer (first To address) and an erxes conversation;
+2. a ``SENT`` document goes into ``imap_messages`` with its Message-ID, so the customer's answer (In-Reply-To /
+   References) is threaded into the same conversation by the ingest pipeline;
+3. a copy is APPENDed to the Sent folder through the running mailbox actor's own IMAP session (one short session
+   of ours only when no mailbox holds one); a failure there is logged, the send still succeeded;
+4. ``shouldResolve``/``shouldOpen`` change the conversation's status.
+
+Everything that can be checked is checked before anything is sent: the arguments, the integration and its SMTP
+settings, the replied message, the attachments (fetched or decoded, within the size limit). A failed send raises
+(the SMTP server's reason in the message, never the password) and leaves nothing behind.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import http.client
+import logging
+import mimetypes
+import re
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pykka
+from bson import ObjectId
+from bson.errors import InvalidId
+
+from runtime import smtp
+from runtime.errors import MailboxError, RequestError
+from runtime.imap import ImapSettings, connect
+from runtime.mailbuild import (Attachment, Outgoing, build, normalize_message_id, parse_addresses, reply_subject,
+                               thread_references)
+from runtime.mailparse import parse_mail
+from runtime.storage import DONE, utcnow
+
+__all__ = ["MailSender", "DEFAULT_MAX_ATTACHMENT_BYTES", "appended_uid"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class _Request:
+    """The ``imapSendMail`` arguments, checked."""
+
+    integration_id: str | None
+    conversation_id: str | None
+    customer_id: str | None
+    sender: tuple[str, str] | None
+    to: list[tuple[str, str]]
+    cc: list[tuple[str, str]]
+    bcc: list[tuple[str, str]]
+    reply_to: list[tuple[str, str]]
+    subject: str
+    body: str
+    reply_ids: list[tuple[str, str]]    # (argument name, value) of the replied message, most explicit first
+    references: list[str]
+    attachments: list[Any]
+    should_resolve: bool
+    should_open: bool
+
+    @classmethod
+    def parse(cls, args: Any) -> _Request:
+        if not isinstance(args, dict):
+            raise RequestError("the send arguments must be an object")
+        subject = args.get("subject")
+        if not isinstance(subject, str):
+            raise RequestError("subject is required")
+        body = args.get("body")
+        if body is not None and not isinstance(body, str):
+            raise RequestError("body must be text (HTML)")
+        senders = parse_addresses(args.get("from") or None, "from")
+        to = parse_addresses(args.get("to"), "to")
+        if not to:
+            raise RequestError("to must name at least one recipient")
+        references = args.get("references") or []
+        if isinstance(references, str):
+            references = references.split()
+        if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
+            raise RequestError("references must be a list of Message-IDs")
+        attachments = args.get("attachments") or []
+        if not isinstance(attachments, list):
+            raise RequestError("attachments must be a list")
+        return cls(
+            integration_id=_text(args, "integrationId"), conversation_id=_text(args, "conversationId"),
+            customer_id=_text(args, "customerId"), sender=senders[0] if senders else None, to=to,
+            cc=parse_addresses(args.get("cc"), "cc"), bcc=parse_addresses(args.get("bcc"), "bcc"),
+            reply_to=parse_addresses(args.get("replyTo"), "replyTo"), subject=subject, body=body or "",
+            reply_ids=[(k, v) for k in ("replyToMessageId", "inReplyTo", "headerId") if (v := _text(args, k))],
+            references=references, attachments=attachments, should_resolve=bool(args.get("shouldResolve")),
+            should_open=bool(args.get("shouldOpen")))
+
+
+class MailSender:
+    """Sends staff mail through an integration's SMTP server; thread-safe (no state between sends)."""
+
+    def __init__(self, *, storage: Any, erxes: Any, supervisor: Any, config: Any,
+                 imap_factory: Callable[[ImapSettings], Any] = connect,
+                 max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES, timeout: float | None = None,
+                 smtp_send: Callable[..., smtp.SendResult] = smtp.send) -> None:
+        self._storage = storage
+        self._erxes = erxes
+        self._supervisor = supervisor
+        self._config = config
+        self._imap_factory = imap_factory
+        self._max_bytes = max_attachment_bytes
+        self._timeout = float(timeout if timeout is not None else config.imap_timeout_seconds)
+        self._smtp_send = smtp_send
+        self._opener = _http_opener()
+
+    def send(self, subdomain: str, args: dict[str, Any]) -> dict[str, Any]:
+        request = _Request.parse(args)
+        integration = self._integration(request)
+        inbox_id = integration["inboxId"]
+        settings = smtp.SmtpSettings.from_integration(integration, self._timeout)
+        parent, reply_id = self._replied_message(inbox_id, request)
+        references = thread_references((parent.get("references") or []) if parent else request.references,
+                                       reply_id)
+        own = str(integration.get("user") or "").strip()
+        sender = request.sender or ("", own)
+        if "@" not in sender[1]:
+            raise RequestError(f"integration {inbox_id} has no sender address (user {own!r}): give from")
+        built = build(Outgoing(
+            sender=sender, to=request.to, cc=request.cc, bcc=request.bcc, reply_to=request.reply_to,
+            subject=reply_subject(request.subject) if reply_id else request.subject, html=request.body,
+            runtime_id=inbox_id, in_reply_to=reply_id, references=references,
+            attachments=self._attachments(request.attachments), envelope_from=own if "@" in own else None))
+
+        try:
+            result = self._smtp_send(settings, sender=built.envelope_from, recipients=built.recipients,
+                                     raw=built.raw)
+        except MailboxError as exc:
+            logger.warning("Integration %s: sending %s failed: %s", inbox_id, built.message_id, exc)
+            self._storage.log("error", f"sending {built.message_id} failed: {exc}", inbox_id=inbox_id)
+            raise
+        logger.info("Integration %s: sent %s to %d recipient(s)", inbox_id, built.message_id, len(result.accepted))
+        if result.rejected:
+            self._storage.log("error", f"sent {built.message_id}, but the server refused " +
+                              "; ".join(f"{a}: {r}" for a, r in result.rejected.items()), inbox_id=inbox_id)
+
+        # The mail is out: from here on nothing raises, every failure is logged with the integration.
+        conversation_id, customer_id = self._thread(subdomain, inbox_id, request, parent, built.message_id)
+        doc = self._store(inbox_id, request, built, conversation_id, customer_id, reply_id, references)
+        self._append_sent(integration, built.raw, doc)
+        self._change_status(subdomain, inbox_id, conversation_id, request)
+        info: dict[str, Any] = {
+            "messageId": built.message_id, "accepted": result.accepted, "rejected": list(result.rejected),
+            "envelope": {"from": built.envelope_from, "to": built.recipients}, "response": result.response}
+        if result.rejected:
+            info["rejectedErrors"] = [f"{a}: {r}" for a, r in result.rejected.items()]
+        return {"info": info, "conversationId": conversation_id}
+
+    # -- before sending -------------------------------------------------------------------------------------------
+    def _integration(self, request: _Request) -> dict[str, Any]:
+        if request.sender:
+            address = request.sender[1].strip()
+            doc = self._storage.integrations.find_one({"user": address}) or next(
+                (d for d in self._storage.list_integrations()
+                 if str(d.get("user") or "").strip().lower() == address.lower()), None)
+            if doc is not None:
+                return doc
+        if request.integration_id:
+            doc = self._storage.get_integration(request.integration_id)
+            if doc is not None:
+                return doc
+        wanted = " or ".join(filter(None, [request.sender and f"from {request.sender[1]}",
+                                           request.integration_id and f"integrationId {request.integration_id}"]))
+        raise RequestError(f"no IMAP integration found for {wanted or 'the mail (give from or integrationId)'}")
+
+    def _replied_message(self, inbox_id: str, request: _Request) -> tuple[dict[str, Any] | None, str | None]:
+        """The stored message being answered (given as an imap_messages _id or a Message-ID) and its Message-ID."""
+        for name, value in request.reply_ids:
+            doc = None
+            try:
+                doc = self._storage.messages.find_one({"_id": ObjectId(value), "inboxIntegrationId": inbox_id})
+            except (InvalidId, TypeError):
+                pass
+            message_id = doc["messageId"] if doc else normalize_message_id(value)
+            if message_id and doc is None:
+                doc = self._storage.find_message(inbox_id, message_id)
+            if message_id:
+                return doc, message_id
+            if name != "headerId":  # erxes fills headerId with other providers' ids: not ours to refuse
+                raise RequestError(f"{name} {value!r} is neither a Message-ID nor a message of this integration")
+        return None, None
+
+    def _attachments(self, items: list[Any]) -> list[Attachment]:
+        """Decode or fetch every attachment, stopping as soon as they pass the size limit (before any sending)."""
+        out: list[Attachment] = []
+        budget = self._max_bytes
+        for index, item in enumerate(items, 1):
+            if not isinstance(item, dict):
+                raise RequestError(f"attachment {index} must be an object {{filename, mimeType, url or data}}")
+            filename = str(item.get("filename") or item.get("name") or f"attachment-{index}")
+            mime_type = _mime_type(item, filename)
+            if item.get("data") not in (None, ""):
+                data = self._decode(item["data"], filename, budget)
+            elif item.get("url"):
+                data = self._fetch(item["url"], filename, budget)
+            else:
+                raise RequestError(f"attachment {filename!r} has neither data (base64) nor url")
+            budget -= len(data)
+            out.append(Attachment(filename=filename, mime_type=mime_type, data=data))
+        return out
+
+    def _too_big(self, filename: str) -> RequestError:
+        return RequestError(f"the attachments are larger than the limit of {_megabytes(self._max_bytes)} per mail "
+                            f"(passed at {filename!r}): nothing was sent")
+
+    def _decode(self, data: Any, filename: str, budget: int) -> bytes:
+        if not isinstance(data, str):
+            raise RequestError(f"attachment {filename!r}: data must be base64 text")
+        if data.startswith("data:") and "," in data:  # a data: URL
+            data = data.split(",", 1)[1]
+        compact = "".join(data.split())
+        if len(compact) // 4 * 3 - compact[-2:].count("=") > budget:
+            raise self._too_big(filename)
+        try:
+            decoded = base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(f"attachment {filename!r}: data is not valid base64") from None
+        if len(decoded) > budget:
+            raise self._too_big(filename)
+        return decoded
+
+    def _fetch(self, url: Any, filename: str, budget: int) -> bytes:
+        """GET an http(s) URL with timeouts, streaming against the size limit; never a file path."""
+        parts = urllib.parse.urlsplit(url if isinstance(url, str) else "")
+        shown = f"{parts.scheme}://{parts.netloc}{parts.path}"  # no query: it may carry a signed token
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise RequestError(f"attachment {filename!r}: url must be an http or https URL")
+        deadline = time.monotonic() + 4 * self._timeout
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            with self._opener.open(urllib.request.Request(url, headers={"User-Agent": "imap-runtime"}),
+                                   timeout=self._timeout) as response:
+                length = response.headers.get("Content-Length")
+                if length and length.strip().isdigit() and int(length) > budget:
+                    raise self._too_big(filename)
+                while chunk := response.read(_CHUNK):
+                    total += len(chunk)
+                    if total > budget:
+                        raise self._too_big(filename)
+                    if time.monotonic() > deadline:
+                        raise RequestError(f"attachment {filename!r}: {shown} is too slow to download")
+                    chunks.append(chunk)
+        except urllib.error.HTTPError as exc:
+            raise RequestError(f"attachment {filename!r}: {shown} answered {exc.code} {exc.reason}") from None
+        except urllib.error.URLError as exc:
+            raise RequestError(f"attachment {filename!r}: cannot fetch {shown}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise RequestError(f"attachment {filename!r}: cannot fetch {shown}: {exc or type(exc).__name__}") \
+                from None
+        return b"".join(chunks)
+
+    # -- after sending (nothing raises) -----------------------------------------------------------------------------
+    def _thread(self, subdomain: str, inbox_id: str, request: _Request, parent: dict[str, Any] | None,
+                message_id: str) -> tuple[str | None, str | None]:
+        """The conversation and customer of the sent mail; a mail that starts a thread creates them."""
+        conversation_id = request.conversation_id or (parent or {}).get("inboxConversationId") or None
+        customer_id = request.customer_id or (parent or {}).get("customerId") or None
+        try:
+            if conversation_id and not customer_id:
+                known = self._storage.messages.find_one(
+                    {"inboxIntegrationId": inbox_id, "inboxConversationId": conversation_id,
+                     "customerId": {"$nin": [None, ""]}}, projection={"customerId": 1}, sort=[("createdAt", -1)])
+                customer_id = known["customerId"] if known else None
+            if not conversation_id:
+                name, address = request.to[0]
+                customer_id = customer_id or self._customer(subdomain, inbox_id, name, address)
+                conversation_id = self._erxes.create_or_update_conversation(
+                    subdomain, inbox_id=inbox_id, customer_id=customer_id, created_at=utcnow(),
+                    content=request.subject, idempotency_key=f"{inbox_id}/{message_id}")
+                logger.debug("Integration %s: %s started conversation %s", inbox_id, message_id, conversation_id)
+        except Exception as exc:  # noqa: BLE001 - the mail is out; the answer will open a conversation itself
+            logger.warning("Integration %s: no conversation for sent %s: %s", inbox_id, message_id, exc)
+            self._storage.log("error", f"sent {message_id}, but its conversation could not be created: {exc}",
+                              inbox_id=inbox_id)
+        return conversation_id, customer_id
+
+    def _customer(self, subdomain: str, inbox_id: str, name: str, address: str) -> str:
+        """The erxes customer of ``address``, found or created, as actors/customer.py does for senders."""
+        email = address.lower()
+        known = self._storage.find_customer(inbox_id, email)
+        if known:
+            return str(known["contactsId"])
+        first, _, last = name.partition(" ")
+        found = self._erxes.find_customer(subdomain, email)
+        if found is None:
+            found = self._erxes.create_customer(subdomain, inbox_id, email, first, last)
+        return str(self._storage.save_customer(inbox_id, email, str(found["_id"]), first, last)["contactsId"])
+
+    def _store(self, inbox_id: str, request: _Request, built: Any, conversation_id: str | None,
+               customer_id: str | None, reply_id: str | None, references: list[str]) -> dict[str, Any] | None:
+        mail = parse_mail(built.raw)  # the same {name, address} lists and attachment metadata as INBOX documents
+        now = utcnow()
+        doc: dict[str, Any] = {
+            "inboxIntegrationId": inbox_id,
+            "inboxConversationId": conversation_id,
+            "customerId": customer_id,
+            "messageId": built.message_id,
+            "syntheticMessageId": False,
+            "subject": mail.subject,
+            "inReplyTo": reply_id,
+            "references": references,
+            "body": request.body,
+            "from": list(mail.from_),
+            "to": list(mail.to),
+            "cc": list(mail.cc),
+            "bcc": [{"name": n, "address": a} for n, a in request.bcc],
+            "replyTo": list(mail.reply_to),
+            "attachments": [{k: a.get(k) for k in ("filename", "mimeType", "type", "size", "attachmentId",
+                                                   "contentId", "partIndex")} for a in mail.attachments],
+            "createdAt": now,
+            "receivedAt": now,
+            "type": "SENT",
+            "ingestState": DONE,
+            "size": len(built.raw),
+        }
+        try:
+            self._storage.messages.insert_one(doc)
+        except Exception as exc:  # noqa: BLE001 - the mail is out; report, do not fail the send
+            logger.error("Integration %s: could not store sent %s: %s", inbox_id, built.message_id, exc)
+            self._storage.log("error", f"sent {built.message_id}, but storing it failed: {exc}", inbox_id=inbox_id)
+            return None
+        return doc
+
+    def _append_sent(self, integration: dict[str, Any], raw: bytes, doc: dict[str, Any] | None) -> None:
+        inbox_id = integration["inboxId"]
+        wait = 2 * self._timeout + float(getattr(self._config, "idle_slice_seconds", 1.0))
+        try:
+            folder = None
+            mailbox = self._running_mailbox(inbox_id, wait)
+            if mailbox is not None:
+                try:
+                    folder = mailbox.append_sent(raw).get(timeout=wait)
+                except MailboxError as exc:  # it holds no session now, so ours is not a second one
+                    logger.debug("Integration %s: mailbox cannot append (%s); using a session of our own",
+                                 inbox_id, exc)
+            if folder is None:
+                folder = self._append_with_own_session(integration, raw)
+        except Exception as exc:  # noqa: BLE001 - the mail is out; a missing Sent copy is logged only
+            logger.warning("Integration %s: the sent mail was not filed in Sent: %s", inbox_id, exc)
+            self._storage.log("error", f"the sent mail was not filed in the Sent folder: {exc}", inbox_id=inbox_id)
+            return
+        # Where the copy is (a uid when the server said APPENDUID): what the attachment route fetches from.
+        folder, uid = folder if isinstance(folder, tuple) else (folder, None)
+        if doc is not None:
+            try:
+                self._storage.messages.update_one({"_id": doc["_id"]}, {"$set": {"folder": folder, "uid": uid}})
+            except Exception as exc:  # noqa: BLE001 - the copy is filed; only its address is not recorded
+                logger.warning("Integration %s: could not record where the sent mail is filed: %s", inbox_id, exc)
+
+    def _running_mailbox(self, inbox_id: str, wait: float) -> Any:
+        found = self._supervisor.mailbox(inbox_id)
+        return found.get(timeout=wait) if isinstance(found, pykka.Future) else found
+
+    def _append_with_own_session(self, integration: dict[str, Any], raw: bytes) -> tuple[str, int | None]:
+        client = self._imap_factory(ImapSettings.from_integration(integration, self._timeout))
+        try:
+            folder = client.find_special_folder(b"\\Sent") or self._config.sent_folder
+            return str(folder), appended_uid(client.append(folder, raw, flags=[b"\\Seen"]))
+        finally:
+            try:
+                client.logout()
+            except Exception:  # noqa: BLE001 - closing a short session
+                pass
+
+    def _change_status(self, subdomain: str, inbox_id: str, conversation_id: str | None, request: _Request) -> None:
+        for wanted, status in ((request.should_resolve, "closed"), (request.should_open, "new")):
+            if not wanted:
+                continue
+            if not conversation_id:
+                self._storage.log("error", f"cannot set the status {status}: the mail has no conversation",
+                                  inbox_id=inbox_id)
+                continue
+            try:
+                self._erxes.change_status(subdomain, conversation_id, status)
+            except Exception as exc:  # noqa: BLE001 - the mail is out
+                logger.warning("Integration %s: changing conversation %s to %s failed: %s", inbox_id,
+                               conversation_id, status, exc)
+                self._storage.log("error", f"changing conversation {conversation_id} to {status} failed: {exc}",
+                                  inbox_id=inbox_id)
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    max_redirections = 5
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise urllib.error.URLError("redirected to a URL that is not http or https")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _http_opener() -> urllib.request.OpenerDirector:
+    """An opener for http and https only (no file:, ftp: or data: handlers), certificates verified."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), urllib.request.HTTPHandler(),
+                    urllib.request.HTTPSHandler(context=ssl.create_default_context()),
+                    urllib.request.HTTPDefaultErrorHandler(), _HttpOnlyRedirects(),
+                    urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
+
+
+def appended_uid(response: Any) -> int | None:
+    """The new message's UID from an APPEND response carrying ``[APPENDUID <validity> <uid>]`` (RFC 4315)."""
+    text = response.decode("ascii", "replace") if isinstance(response, bytes) else str(response or "")
+    match = re.search(r"\[APPENDUID \d+ (\d+)\]", text, re.IGNORECASE)
+    return int(match.group(1)) if match else None
+
+
+def _text(args: dict[str, Any], key: str) -> str | None:
+    value = args.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise RequestError(f"{key} must be text")
+    return value.strip() or None
+
+
+def _mime_type(item: dict[str, Any], filename: str) -> str:
+    for key in ("mimeType", "contentType", "type"):
+        value = item.get(key)
+        if isinstance(value, str) and "/" in value:
+            return value.strip()
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MB" if size >= 1024 * 1024 else f"{size} bytes"

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "restart_max_delay_seconds": 30,
     "sent_folder": "Sent",
     "log_level": "INFO",
+    "log_format": "text",
 }
 
 # Environment variable -> Config field. erxes's names first, then ours.
@@ -64,6 +65,7 @@ ENV_SETTINGS: dict[str, str] = {
     "CUSTOMER_SERVICE": "customer_service",
     "IMPORT_DAYS": "lookback_days",
     "LOG_LEVEL": "log_level",
+    "LOG_FORMAT": "log_format",
 }
 
 
@@ -94,6 +96,7 @@ class Config:
     restart_max_delay_seconds: float
     sent_folder: str
     log_level: str
+    log_format: str
     jwt_token_secret: str = field(default="", repr=False)
 
     @property
@@ -289,14 +292,13 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "restart_max_delay_seconds": _number(float, 0.01, 3600),
     "sent_folder": _text,
     "log_level": _log_level,
+    "log_format": _choice("text", "json"),
     "jwt_token_secret": _text,
 }
 
 
 def _validated(values: dict[str, Any]) -> Config:
     checked = {key: check(_setting_name(key), values[key]) for key, check in _CHECKS.items()}
-    if checked["rpc_transport"] == "http":
-        raise ConfigError(_setting_name("rpc_transport"), "'http' is not available yet; use 'amqp'")
     if checked["version"] == "saas":
         raise ConfigError(_setting_name("version"), "'saas' (one database per organisation) is not available yet; use 'os'")
     return Config(**checked)

@@ -1,0 +1,135 @@
+"""Operations routes: ``GET /ready`` (readiness, for load balancers and orchestrators) and ``GET /metrics``.
+
+``/ready`` answers JSON ``{"mongo": "ok"|<error>, "rabbitmq": ..., "redis": ..., "mailboxes": {<state>: n}}`` with
+HTTP 200 only while the runtime serves and MongoDB and RabbitMQ are reachable (Redis is reported, not required:
+it only matters for discovery); 503 otherwise. ``mailboxes`` counts ``imap_integrations.state`` (null when
+MongoDB does not answer). ``/metrics`` is the Prometheus text format (:mod:`runtime.metrics`).
+
+Every check blocks for at most the :class:`Probe`'s timeout and runs on the probe's own small executor, never on
+the IOLoop, so a slow MongoDB delays the answer but not the server, and busy RPC handlers cannot starve it.
+(``GET /health`` stays the erxes-compatible liveness check in :mod:`web.app`.)
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+from typing import Any, Callable
+
+import pymongo
+import redis
+import tornado.ioloop
+import tornado.web
+from pymongo.errors import PyMongoError
+
+from runtime import metrics
+
+__all__ = ["MetricsHandler", "Probe", "ReadyHandler", "ops_routes"]
+
+logger = logging.getLogger(__name__)
+
+OK = "ok"
+
+
+class Probe:
+    """Checks of the runtime's dependencies. Each method blocks up to ``timeout`` seconds: call it off the IOLoop,
+    on :attr:`executor`. ``broker`` needs a ``connected`` property; ``redis_client`` should have short timeouts."""
+
+    def __init__(self, *, storage: Any, broker: Any, redis_client: redis.Redis | None, timeout: float = 2.0,
+                 workers: int = 4) -> None:
+        self._storage = storage
+        self._broker = broker
+        self._redis = redis_client
+        self._timeout = timeout
+        self.executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="ops-check")
+
+    def mongo(self) -> str:
+        try:
+            with pymongo.timeout(self._timeout):
+                self._storage.db.command("ping")
+        except PyMongoError as exc:
+            return _short(exc)
+        return OK
+
+    def rabbitmq(self) -> str:
+        # Our own connection's state is the truth here: a fresh test connection could succeed while ours is down.
+        return OK if self._broker is not None and self._broker.connected else "not connected"
+
+    def redis(self) -> str:
+        if self._redis is None:
+            return "not configured"
+        try:
+            self._redis.ping()
+        except redis.RedisError as exc:
+            return _short(exc)
+        return OK
+
+    def mailbox_states(self) -> dict[str, int] | None:
+        """Integrations by state, from ``imap_integrations.state``; None when MongoDB does not answer."""
+        counts = {state: 0 for state in metrics.MAILBOX_STATES}
+        try:
+            with pymongo.timeout(self._timeout):
+                for doc in self._storage.integrations.find({}, {"state": 1, "_id": 0}):
+                    state = doc.get("state")
+                    if state in counts:
+                        counts[state] += 1
+        except PyMongoError as exc:
+            logger.debug("cannot count mailboxes by state: %s", exc)
+            return None
+        return counts
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ReadyHandler(tornado.web.RequestHandler):
+    def initialize(self, ready: Callable[[], bool], probe: Probe | None) -> None:
+        self.ready = ready
+        self.probe = probe
+
+    async def get(self) -> None:
+        probe = self.probe
+        if probe is None:
+            report: dict[str, Any] = {"mongo": "unknown", "rabbitmq": "unknown", "redis": "unknown",
+                                      "mailboxes": None}
+        else:
+            loop = tornado.ioloop.IOLoop.current()
+            mongo, rabbit, red, states = await asyncio.gather(*(
+                loop.run_in_executor(probe.executor, check)
+                for check in (probe.mongo, probe.rabbitmq, probe.redis, probe.mailbox_states)))
+            report = {"mongo": mongo, "rabbitmq": rabbit, "redis": red, "mailboxes": states}
+        serving = self.ready()
+        report["serving"] = serving
+        if not (serving and report["mongo"] == OK and report["rabbitmq"] == OK):
+            self.set_status(503)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(report))
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    def initialize(self, probe: Probe | None) -> None:
+        self.probe = probe
+
+    async def get(self) -> None:
+        probe = self.probe
+        if probe is None:
+            body = metrics.exposition(None)
+        else:
+            body = await tornado.ioloop.IOLoop.current().run_in_executor(
+                probe.executor, lambda: metrics.exposition(probe.mailbox_states()))
+        self.set_header("Content-Type", metrics.CONTENT_TYPE)
+        self.finish(body)
+
+
+def ops_routes(ready: Callable[[], bool], probe: Probe | None) -> list[Any]:
+    return [
+        (r"/ready", ReadyHandler, {"ready": ready, "probe": probe}),
+        (r"/metrics", MetricsHandler, {"probe": probe}),
+    ]
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of an error, bounded: pymongo's carry a whole topology description."""
+    text = (str(exc) or type(exc).__name__).splitlines()[0]
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -13,7 +13,9 @@ from typing import Any
 import pykka
 
 from actors._answer import answer, is_transient
+from runtime import metrics
 from runtime.cursor import Incoming
+from runtime.logctx import bind
 from runtime.loops import classify, is_own_mail
 from runtime.storage import DONE, PENDING, STORED, utcnow
 
@@ -29,6 +31,10 @@ class Conversations:
 
     def ingest(self, job: Incoming, customer_id: str) -> None:
         """Store ``job``'s mail in its conversation. Never raises: the outcome goes to the mailbox."""
+        with bind(job.inbox_id, job.subdomain):
+            self._ingest(job, customer_id)
+
+    def _ingest(self, job: Incoming, customer_id: str) -> None:
         try:
             self.store(job, customer_id)
         except Exception as exc:  # noqa: BLE001 - reported to the mailbox, which retries
@@ -59,6 +65,7 @@ class Conversations:
             self._erxes.message_inserted(job.subdomain, message_id=str(doc["_id"]), content=doc["body"],
                                          conversation_id=conversation_id)
             self._storage.set_message_state(doc["_id"], DONE)
+            metrics.mail_ingested(job.fetched_at)  # latency: fetched over IMAP -> stored and announced
             logger.debug("Stored %s in conversation %s", mail.message_id, conversation_id)
         return doc
 

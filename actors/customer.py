@@ -13,6 +13,7 @@ import pykka
 from runtime.cursor import Incoming
 from actors._answer import answer, is_transient
 from runtime.errors import RequestError
+from runtime.logctx import bind
 from runtime.loops import is_own_mail
 
 __all__ = ["Customers", "CustomerActor"]
@@ -28,6 +29,10 @@ class Customers:
 
     def resolve(self, job: Incoming) -> None:
         """Find or create the sender's customer, then pass the mail on. Never raises: failures go to the mailbox."""
+        with bind(job.inbox_id, job.subdomain):
+            self._resolve(job)
+
+    def _resolve(self, job: Incoming) -> None:
         if is_own_mail(job.mail, job.inbox_id):  # our own reply coming back: no customer, nothing to store
             answer(job.mailbox, "mail_done", job.folder, job.uid)
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import re
 import time
 from typing import Any, Callable
 
@@ -20,8 +21,10 @@ import pykka
 from runtime.cursor import FolderProgress, Incoming
 from pymongo.errors import PyMongoError
 
+from runtime import metrics
 from runtime.errors import AuthenticationFailed, MailboxError, MailParseError, StorageError
 from runtime.imap import NETWORK_ERRORS, ImapSettings, connect
+from runtime.logctx import bind_thread
 from runtime.mailparse import parse_mail
 from runtime.storage import utcnow
 
@@ -132,6 +135,7 @@ class Mailbox:
         fp = self._folders.get(folder)
         if fp is None or uid not in fp.pending:
             return
+        metrics.MAILS_FAILED.inc()
         if transient:
             logger.warning("Mailbox %s: %s UID %d must wait: %s", self.inbox_id, folder, uid, error)
             self._outages += 1
@@ -158,12 +162,14 @@ class Mailbox:
         self._retry_at = max(self._retry_at, self._clock() + min(30.0, 0.5 * 2 ** tries))
 
     # -- requests that need this mailbox's IMAP session (asked by the send path and the attachment route) ----------
-    def append_sent(self, raw: bytes) -> str:
-        """APPEND ``raw`` (seen) to the folder marked ``\\Sent``, else ``Sent``; returns the folder's name."""
+    def append_sent(self, raw: bytes) -> tuple[str, int | None]:
+        """APPEND ``raw`` (seen) to the folder marked ``\\Sent``, else ``Sent``; returns the folder and the new
+        UID (from UIDPLUS's APPENDUID; None when the server does not say)."""
         client = self._session()
         folder = client.find_special_folder(b"\\Sent") or self._config.sent_folder
-        client.append(folder, raw, flags=[b"\\Seen"])
-        return folder
+        response = client.append(folder, raw, flags=[b"\\Seen"])
+        found = re.search(rb"APPENDUID \d+ (\d+)", response or b"")
+        return folder, int(found.group(1)) if found else None
 
     def fetch_raw(self, folder: str, uid: int) -> bytes | None:
         """The raw bytes of ``uid`` in ``folder`` (``BODY.PEEK[]``: never marks it read), or None if gone."""
@@ -319,6 +325,7 @@ class Mailbox:
             primary.need_sync = True
         elif now - self._idle_since >= self._config.idle_renew_seconds:
             self._client.idle_done()  # renew IDLE before servers drop it (RFC 2177: 29 minutes)
+            metrics.IDLE_RENEWALS.inc()
             self._idling = False
             for fp in self._folders.values():
                 fp.need_sync = True  # folders other than the primary are polled at each renewal
@@ -363,6 +370,7 @@ class MailboxActor(pykka.ThreadingActor, Mailbox):
         self._generation = generation
 
     def on_start(self) -> None:
+        bind_thread(self.inbox_id, self._subdomain)
         self._reply_to = self.actor_ref.proxy()
         self._reply_to.step()
 

@@ -11,6 +11,7 @@ import pykka.debug
 
 from runtime.config import Config, load_config
 from runtime.errors import ConfigError, RuntimeFault
+from runtime.logctx import TEXT_FORMAT, ContextFilter, JsonFormatter
 
 logger = logging.getLogger("runtime")
 
@@ -29,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def setup_logging(config: Config) -> None:
-    logging.basicConfig(level=config.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JsonFormatter() if config.log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=config.log_level, handlers=[handler])
     quiet_libraries()
 
 

@@ -1,11 +1,13 @@
 """The orchestrator: starts everything in dependency order and stops it in reverse (mopidy's ``_app/process.py``).
 
 storage -> broker (with the standalone emulation) -> conversation/customer -> supervisor + mailboxes ->
-procedures on the broker -> queue names in Redis -> web. ``GET /health`` answers ``ok`` once all of it runs.
+procedures on the broker -> web (the same procedures over HTTP, /ready, /metrics) -> registration in Redis.
+``GET /health`` answers ``ok`` once all of it runs.
 (Named ``process`` rather than ``supervisor`` so it is not confused with ``actors/supervisor.py``.)
 """
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -19,20 +21,30 @@ from actors.customer import CustomerActor
 from actors.mailbox import MailboxActor
 from actors.supervisor import SupervisorActor
 from actors.web import WebActor
+from runtime import metrics
 from runtime.broker.amqp import AmqpBroker
+from runtime.broker.http import HttpRpcClient
 from runtime.config import Config
 from runtime.erxes import ErxesClient
 from runtime.imap import connect
-from runtime.procedures import SERVICE, ImapProcedures
+from runtime.procedures import ImapProcedures
+from runtime.push import PushIngest
+from runtime.sending import MailSender
+from runtime.registry import (Registration, ServiceDirectory, queue_actions, redis_client, service_address,
+                              service_config)
 from runtime.standalone import Standalone
 from runtime.storage import Storage
 from web.app import WebDeps, make_app
+from web.ops import Probe
+from web.rpc import http_procedures
 
 __all__ = ["Runtime"]
 
 logger = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 30.0
+HTTP_RPC_WORKERS = 16  # like the AMQP broker's worker pool
+REGISTRATION_WAIT = 2.0  # how long start() waits for the Redis registration before going on without it
 
 
 @dataclass
@@ -44,8 +56,12 @@ class Runtime:
     supervisor: Any = None
     web: Any = None
     web_port: int | None = None
+    registration: Registration | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
     _actors: list[pykka.ActorRef[Any]] = field(default_factory=list)
+    _redis: redis.Redis | None = None
+    _rpc_executor: concurrent.futures.ThreadPoolExecutor | None = None
+    _probe: Probe | None = None
 
     @property
     def ready(self) -> bool:
@@ -54,7 +70,9 @@ class Runtime:
     def start(self) -> None:
         self.storage = start_storage(self.config)
         self.broker = start_broker(self.config, self.storage)
-        erxes = ErxesClient(self.broker, customer_service=self.config.customer_service,
+        self._redis = redis_client(self.config, timeout=2.0)
+        erxes = ErxesClient(erxes_transport(self.config, self.broker, self._redis),
+                            customer_service=self.config.customer_service,
                             timeout=self.config.rpc_timeout, send_idempotency_keys=self.config.standalone)
         conversations = self._spawn(ConversationActor.start(storage=self.storage, erxes=erxes))
         customers = self._spawn(CustomerActor.start(storage=self.storage, erxes=erxes,
@@ -64,23 +82,40 @@ class Runtime:
             max_delay=self.config.restart_max_delay_seconds)).proxy()
         count = self.supervisor.start_all().get(timeout=ASK_TIMEOUT)
         logger.info("Started %d mailbox(es)", count)
-        procedures = ImapProcedures(storage=self.storage, supervisor=self.supervisor, timeout=ASK_TIMEOUT)
+        sender = MailSender(storage=self.storage, erxes=erxes, supervisor=self.supervisor, config=self.config,
+                            imap_factory=self.imap_factory, max_attachment_bytes=self.config.max_mail_bytes)
+        procedures = ImapProcedures(storage=self.storage, supervisor=self.supervisor, sender=sender,
+                                    timeout=ASK_TIMEOUT)
         names = serve(self.broker, procedures.rpc_procedures(), procedures.plain_procedures())
-        register_queue_names(self.config, [n + self.config.message_broker_prefix for n in names])
-        app = make_app(self.config, deps=WebDeps(ready=lambda: self.ready))
+        self._rpc_executor = concurrent.futures.ThreadPoolExecutor(HTTP_RPC_WORKERS, thread_name_prefix="http-rpc")
+        self._probe = Probe(storage=self.storage, broker=self.broker, redis_client=self._redis)
+        app = make_app(self.config, deps=WebDeps(
+            ready=lambda: self.ready, rpc=http_procedures(procedures.rpc_procedures()),
+            rpc_executor=self._rpc_executor, probe=self._probe, storage=self.storage, supervisor=self.supervisor,
+            sender=sender, push=PushIngest(storage=self.storage, pipeline=customers.proxy(),
+                                           timeout=self.config.rpc_timeout * 2)))
         web = self._spawn(WebActor.start(app, port=self.config.port))
         self.web_port = web.proxy().port.get(timeout=ASK_TIMEOUT)
+        self.registration = start_registration(self.config, self._redis, self.web_port, names)
         self._ready.set()
         logger.info("imap-runtime is serving (HTTP port %d, standalone=%s)", self.web_port, self.config.standalone)
 
     def stop(self) -> None:
         self._ready.clear()
+        if self.registration is not None:
+            self.registration.stop()
         for ref in reversed(self._actors):
             try:
                 ref.stop(timeout=15)
             except (pykka.ActorDeadError, pykka.Timeout):
                 logger.warning("%s did not stop in time", ref)
         self._actors.clear()
+        if self._rpc_executor is not None:
+            self._rpc_executor.shutdown(wait=False, cancel_futures=True)
+        if self._probe is not None:
+            self._probe.close()
+        if self._redis is not None:
+            self._redis.close()
         if self.broker is not None:
             self.broker.stop()
         stop_remaining_actors()
@@ -107,7 +142,8 @@ def start_storage(config: Config) -> Storage:
 
 
 def start_broker(config: Config, storage: Storage) -> AmqpBroker:
-    broker = AmqpBroker(config.rabbitmq_url, prefix=config.message_broker_prefix, rpc_timeout=config.rpc_timeout)
+    broker = MeteredAmqpBroker(config.rabbitmq_url, prefix=config.message_broker_prefix,
+                               rpc_timeout=config.rpc_timeout)
     if config.standalone:
         emulation = Standalone(storage.db, customer_service=config.customer_service)
         emulation.ensure_indexes()
@@ -117,24 +153,48 @@ def start_broker(config: Config, storage: Storage) -> AmqpBroker:
     return broker
 
 
+class MeteredAmqpBroker(AmqpBroker):
+    """The AMQP broker, counting every connection after the first into ``imap_broker_reconnects_total``."""
+
+    _opened = 0
+
+    def session_ready(self, session: Any) -> None:
+        if self._opened:
+            metrics.BROKER_RECONNECTS.inc()
+        self._opened += 1
+        super().session_ready(session)
+
+
+def erxes_transport(config: Config, broker: AmqpBroker, redis_conn: redis.Redis) -> Any:
+    """How calls into erxes travel. ``http``: RPCs over HTTP to the address in Redis, plain messages still over
+    AMQP (as erxes sends them). In standalone mode the emulation is on our AMQP consumers, so calls go there."""
+    if config.rpc_transport == "http" and config.standalone:
+        logger.info("Standalone mode: calls go to the emulation over AMQP (RPC_TRANSPORT=http applies with "
+                    "STANDALONE=false)")
+    if config.rpc_transport != "http" or config.standalone:
+        return metrics.TimedTransport(broker, "amqp")
+    client = HttpRpcClient(ServiceDirectory(redis_conn), publisher=broker, timeout=config.rpc_timeout,
+                           service_enabled=config.service_enabled)
+    logger.info("RPCs to erxes go over HTTP (addresses from Redis service:<name>); messages over AMQP")
+    return metrics.TimedTransport(client, "http")
+
+
+def start_registration(config: Config, redis_conn: redis.Redis, port: int, names: list[str]) -> Registration:
+    """Register in Redis in the background; wait briefly so a reachable Redis has the keys once we serve."""
+    registration = Registration(redis_conn, address=service_address(config, port), config_doc=service_config(config),
+                                actions=queue_actions(names, config.message_broker_prefix),
+                                where=f"Redis at {config.redis_host}:{config.redis_port}")
+    registration.start()
+    registration.wait(REGISTRATION_WAIT)
+    return registration
+
+
 def serve(broker: AmqpBroker, rpc: dict[str, Callable[..., Any]], plain: dict[str, Callable[..., Any]]) -> list[str]:
     for name, handler in rpc.items():
-        broker.serve_rpc(name, handler)
+        broker.serve_rpc(name, metrics.timed(name, "amqp", handler))
     for name, handler in plain.items():
         broker.consume(name, handler)
     return [*rpc, *plain]
-
-
-def register_queue_names(config: Config, names: list[str]) -> None:
-    """erxes senders refuse to publish to an action missing from ``service:queuenames:<service>``."""
-    client = redis.Redis(host=config.redis_host, port=config.redis_port, password=config.redis_password or None,
-                         socket_timeout=5, socket_connect_timeout=5)
-    try:
-        client.sadd(f"service:queuenames:{SERVICE}", *names)
-    except redis.RedisError as exc:
-        logger.warning("Could not register our queue names in Redis (%s): erxes senders may refuse them", exc)
-    finally:
-        client.close()
 
 
 def stop_remaining_actors() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import secrets
 from typing import Any, Iterable
 
 import pymongo
@@ -84,7 +85,8 @@ class Storage:
         return self.integrations.find_one_and_update(
             {"inboxId": inbox_id},
             {"$set": {**details, "inboxId": inbox_id, "updatedAt": now},
-             "$setOnInsert": {"createdAt": now, "healthStatus": "healthy", "error": None}},
+             "$setOnInsert": {"createdAt": now, "healthStatus": "healthy", "error": None,
+                              "webhookSecret": secrets.token_urlsafe(32)}},
             upsert=True, return_document=pymongo.ReturnDocument.AFTER)
 
     def get_integration(self, inbox_id: str) -> dict[str, Any] | None:

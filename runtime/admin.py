@@ -1,0 +1,102 @@
+"""Operator commands (``python -m runtime.admin ...``), reading the same configuration as the runtime.
+
+    webhook-secret INBOX_ID          print the integration's /receive signing secret
+    quarantine list [INBOX_ID]       list quarantined mails
+    quarantine reprocess ENTRY_ID    push a quarantined mail through the running runtime's /receive, then drop it
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+
+from bson import ObjectId
+from bson.errors import InvalidId
+
+from runtime.config import load_config
+from runtime.errors import ConfigError, RuntimeFault
+from runtime.push import sign
+from runtime.storage import Storage
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runtime.admin", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="path of configs.json")
+    sub = parser.add_subparsers(dest="command", required=True)
+    secret = sub.add_parser("webhook-secret")
+    secret.add_argument("inbox_id")
+    quarantine = sub.add_parser("quarantine")
+    qsub = quarantine.add_subparsers(dest="action", required=True)
+    listing = qsub.add_parser("list")
+    listing.add_argument("inbox_id", nargs="?")
+    again = qsub.add_parser("reprocess")
+    again.add_argument("entry_id")
+    again.add_argument("--url", help="the runtime's base URL (default http://127.0.0.1:<PORT>)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"admin: bad setting {exc}", file=sys.stderr)
+        return 2
+    storage = Storage(config.mongo_url, database=config.mongo_database)
+    try:
+        if args.command == "webhook-secret":
+            doc = storage.get_integration(args.inbox_id)
+            if doc is None:
+                print(f"admin: integration {args.inbox_id} not found", file=sys.stderr)
+                return 1
+            print(doc["webhookSecret"])
+        elif args.action == "list":
+            query = {"integrationId": args.inbox_id} if args.inbox_id else {}
+            for entry in storage.quarantine.find(query, projection={"raw": 0}).sort("quarantinedAt", 1):
+                print(f"{entry['_id']}  {entry['integrationId']}  {entry['folder']} UID {entry['uid']}  "
+                      f"{entry.get('size', 0)} bytes  {entry['reason']}")
+        else:
+            return reprocess(storage, args.entry_id, args.url or f"http://127.0.0.1:{config.port}")
+    except RuntimeFault as exc:
+        print(f"admin: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        storage.close()
+    return 0
+
+
+def reprocess(storage: Storage, entry_id: str, base_url: str) -> int:
+    try:
+        entry = storage.quarantine.find_one({"_id": ObjectId(entry_id)})
+    except InvalidId:
+        entry = None
+    if entry is None:
+        print(f"admin: no quarantined mail {entry_id}", file=sys.stderr)
+        return 1
+    if not entry.get("raw"):
+        print("admin: this entry has no raw bytes (too large to download, or the server was unreachable); "
+              "raise max_mail_bytes, or re-fetch it from the server", file=sys.stderr)
+        return 1
+    doc = storage.get_integration(entry["integrationId"])
+    if doc is None:
+        print(f"admin: integration {entry['integrationId']} no longer exists", file=sys.stderr)
+        return 1
+    raw = bytes(entry["raw"])
+    request = urllib.request.Request(f"{base_url}/receive?integrationId={entry['integrationId']}", data=raw,
+                                     method="POST", headers={"X-Imap-Runtime-Signature": sign(doc["webhookSecret"],
+                                                                                              raw)})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            result = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        print(f"admin: the runtime refused it ({exc.code}): {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"admin: cannot reach the runtime at {base_url}: {exc}", file=sys.stderr)
+        return 1
+    storage.quarantine.delete_one({"_id": entry["_id"]})
+    print(f"stored {result['messageId']} in conversation {result['conversationId']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

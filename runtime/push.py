@@ -1,0 +1,74 @@
+"""Push ingestion: a raw mail handed to us (``POST /receive``) instead of fetched by IDLE.
+
+It goes through the same customer -> conversation pipeline as fetched mail, so it is idempotent on Message-ID in
+the same way. Each integration has its own webhook secret (generated at creation); a push is signed with
+``X-Imap-Runtime-Signature: sha256=<hex HMAC-SHA256 of the body>``.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from typing import Any
+
+from runtime.cursor import Incoming
+from runtime.errors import MailboxError, RequestError
+from runtime.mailparse import parse_mail
+from runtime.storage import utcnow
+
+__all__ = ["PushIngest", "sign", "verify"]
+
+PUSH_FOLDER = "(push)"
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str | None, body: bytes, signature: str | None) -> bool:
+    """Constant-time check of a push's signature; no secret or no signature never verifies."""
+    if not secret or not signature:
+        return False
+    return hmac.compare_digest(sign(secret, body), signature.strip())
+
+
+class _Outcome:
+    """Stands in for the mailbox: the pipeline answers ``mail_done``/``mail_failed`` here."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.error: str | None = None
+
+    def mail_done(self, folder: str, uid: int) -> None:
+        self.event.set()
+
+    def mail_failed(self, folder: str, uid: int, error: str, transient: bool = False) -> None:
+        self.error = error
+        self.event.set()
+
+
+class PushIngest:
+    def __init__(self, *, storage: Any, pipeline: Any, timeout: float = 60.0) -> None:
+        self._storage = storage
+        self._pipeline = pipeline  # the customer actor's proxy
+        self._timeout = timeout
+
+    def ingest(self, inbox_id: str, raw: bytes, subdomain: str = "os") -> dict[str, Any]:
+        """Store ``raw`` in ``inbox_id``; returns ``{messageId, conversationId, duplicate}``. Raises
+        MailParseError for bytes that are not a mail, MailboxError when the pipeline failed or timed out."""
+        mail = parse_mail(raw)
+        known = self._storage.find_message(inbox_id, mail.message_id)
+        if known is not None and known.get("ingestState", "done") == "done":
+            return {"messageId": mail.message_id, "conversationId": known.get("inboxConversationId"),
+                    "duplicate": True}
+        outcome = _Outcome()
+        self._pipeline.resolve(Incoming(inbox_id, subdomain, PUSH_FOLDER, 0, mail, outcome, utcnow()))
+        if not outcome.event.wait(self._timeout):
+            raise MailboxError(f"the mail was not stored within {self._timeout:.0f} s; push it again")
+        if outcome.error is not None:
+            raise MailboxError(f"the mail was not stored: {outcome.error}")
+        stored = self._storage.find_message(inbox_id, mail.message_id)
+        if stored is None:
+            raise RequestError("the mail was not stored: it is this integration's own mail")
+        return {"messageId": mail.message_id, "conversationId": stored.get("inboxConversationId"),
+                "duplicate": False}

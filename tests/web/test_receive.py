@@ -1,0 +1,69 @@
+"""``POST /receive`` over real HTTP against an in-process runtime: signed pushes are ingested exactly once."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any, Iterator
+
+import pytest
+
+from runtime.process import Runtime
+from runtime.push import sign
+from tests.conftest import make_mail, wait_for
+from tests.e2e import Caller, runtime_config
+
+
+@pytest.fixture
+def runtime(services: dict[str, str], mongo_url: str, prefix: str) -> Iterator[Runtime]:
+    rt = Runtime(runtime_config(services, mongo_url=mongo_url, prefix=prefix, max_mail_bytes=64 * 1024))
+    try:
+        rt.start()
+        yield rt
+    finally:
+        rt.stop()
+
+
+def post(runtime: Runtime, body: bytes, *, inbox_id: str = "push-1", signature: str | None = None
+         ) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{runtime.web_port}/receive?integrationId={inbox_id}",
+                                     data=body, method="POST", headers={"Content-Type": "message/rfc822"})
+    if signature:
+        request.add_header("X-Imap-Runtime-Signature", signature)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_signed_push_is_ingested_exactly_once(runtime, amqp_url, prefix, mailserver, db):
+    caller = Caller(amqp_url, prefix)
+    try:
+        user, password = mailserver.add_user()
+        caller.create_integration("push-1", mailserver.details(user, password))
+    finally:
+        caller.close()
+    secret = db.imap_integrations.find_one({"inboxId": "push-1"})["webhookSecret"]
+    raw = make_mail(to=f"{user}@localhost", subject="pushed", message_id="<push@example.com>")
+
+    status, body = post(runtime, raw, signature=sign(secret, raw))
+    assert status == 200 and body["duplicate"] is False and body["conversationId"]
+    status, again = post(runtime, raw, signature=sign(secret, raw))
+    assert status == 200 and again == {**body, "duplicate": True}
+    [message] = list(db.imap_messages.find({"inboxIntegrationId": "push-1"}))
+    assert message["subject"] == "pushed" and message["ingestState"] == "done"
+    wait_for(lambda: db.standalone_message_notifications.count_documents({}) == 1, timeout=5)
+    assert db.standalone_conversations.count_documents({"integrationId": "push-1"}) == 1
+
+    assert post(runtime, raw, signature=sign("not-the-secret", raw))[0] == 401
+    assert post(runtime, raw)[0] == 401
+    status, reason = post(runtime, b"\x00\x01\x02", signature=sign(secret, b"\x00\x01\x02"))
+    assert status == 400 and "not a mail" in reason["error"]
+    big = make_mail(to="x@y", body="x" * 100_000)
+    status, reason = post(runtime, big, signature=sign(secret, big))
+    assert status == 413 and "limit" in reason["error"]
+    assert post(runtime, raw, inbox_id="nope", signature=sign(secret, raw))[0] == 404
+    assert db.imap_messages.count_documents({}) == 1
+    for response in (body, again, reason):
+        assert secret not in json.dumps(response)

@@ -1,0 +1,72 @@
+"""``POST /receive?integrationId=<inboxId>``: a mail gateway pushes a raw RFC 822 mail (the seed guide's receive
+webhook). 401 for a missing/bad signature, 413 past the size limit, 400 for a body that is not a mail, 404 for an
+unknown integration; 200 with ``{messageId, conversationId, duplicate}`` once stored. Work runs off the IOLoop.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import tornado.web
+from tornado.ioloop import IOLoop
+
+from runtime.errors import MailParseError, RuntimeFault
+from runtime.push import verify
+
+__all__ = ["routes"]
+
+SIGNATURE_HEADER = "X-Imap-Runtime-Signature"
+
+
+@tornado.web.stream_request_body
+class ReceiveHandler(tornado.web.RequestHandler):
+    def initialize(self, storage: Any, push: Any, max_bytes: int) -> None:
+        self.storage = storage
+        self.push = push
+        self.max_bytes = max_bytes
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def prepare(self) -> None:
+        length = int(self.request.headers.get("Content-Length") or 0)
+        if length > self.max_bytes:
+            self.fail(413, f"the mail is {length} bytes; the limit is {self.max_bytes}")
+            return
+        self.request.connection.set_max_body_size(self.max_bytes + 1)  # type: ignore[attr-defined]
+
+    def data_received(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size <= self.max_bytes:
+            self.chunks.append(chunk)
+
+    async def post(self) -> None:
+        if self.size > self.max_bytes:
+            return self.fail(413, f"the mail is over the limit of {self.max_bytes} bytes")
+        inbox_id = self.get_query_argument("integrationId", "") or self.request.headers.get("X-Integration-Id", "")
+        if not inbox_id:
+            return self.fail(400, "integrationId is required")
+        body = b"".join(self.chunks)
+        loop = IOLoop.current()
+        doc = await loop.run_in_executor(None, self.storage.get_integration, inbox_id)
+        if doc is None:
+            return self.fail(404, f"integration {inbox_id} not found")
+        if not verify(doc.get("webhookSecret"), body, self.request.headers.get(SIGNATURE_HEADER)):
+            return self.fail(401, f"missing or bad {SIGNATURE_HEADER}")
+        subdomain = self.request.headers.get("hostname", "os") or "os"
+        try:
+            result = await loop.run_in_executor(None, self.push.ingest, inbox_id, body, subdomain)
+        except MailParseError as exc:
+            return self.fail(400, f"the body is not a mail: {exc}")
+        except RuntimeFault as exc:
+            return self.fail(503, str(exc))
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(result))
+
+    def fail(self, status: int, reason: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": reason}))
+
+
+def routes(*, storage: Any, push: Any, max_bytes: int) -> list[Any]:
+    return [(r"/receive", ReceiveHandler, {"storage": storage, "push": push, "max_bytes": max_bytes})]

@@ -77,10 +77,10 @@ def test_stalled_imap_connection_is_noticed_and_other_mailboxes_keep_working(
         imap.stall(True)
         mailserver.append(user_a, pw_a, make_mail(to=f"{user_a}@localhost", subject="during the stall"))
         wait_for(lambda: state(db, "stalled") == "backoff", timeout=10, message="the stall to be noticed")
-        started = time.monotonic()
         mailserver.append(user_b, pw_b, make_mail(to=f"{user_b}@localhost", subject="unaffected"))
-        wait_for(lambda: subjects(db, "healthy") == ["unaffected"], timeout=2.0)
-        assert time.monotonic() - started < 2.0
+        wait_for(lambda: subjects(db, "healthy") == ["unaffected"], timeout=10)
+        assert state(db, "stalled") == "backoff"  # the healthy mailbox worked while the other was still stalled
+        assert state(db, "healthy") == "idle"
         imap.stall(False)
         imap.cut()  # the stalled sessions are useless; fresh ones go through
         assert_arrives_once(db, "stalled", ["during the stall"], timeout=30)

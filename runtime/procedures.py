@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from runtime.errors import RequestError
 from runtime.imap import parse_details
+from runtime.logs_collect import collect_items
 
 __all__ = ["ImapProcedures", "SERVICE"]
 
@@ -37,6 +38,7 @@ class ImapProcedures:
             f"{SERVICE}:api_to_integrations": self.api_to_integrations,
             f"{SERVICE}:getStatus": self.get_status,
             f"{SERVICE}:imapMessage.create": self.create_message,
+            f"{SERVICE}:logs.collectItems": self.collect_items,
         }
 
     def plain_procedures(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
@@ -93,6 +95,10 @@ class ImapProcedures:
         if self._sender is None:
             raise RequestError("sending is not available in this process")
         return self._sender.send(envelope.get("subdomain") or "os", _data(envelope))
+
+    def collect_items(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        """core's activity log: wrapped twice (``{status, data}`` inside the reply's data), as core reads it."""
+        return collect_items(self._storage, envelope)
 
     def listen(self, envelope: dict[str, Any]) -> None:
         data = _data(envelope)

@@ -176,8 +176,9 @@ class Storage:
         self.messages.update_one({"_id": message_oid}, {"$set": {"ingestState": state}})
 
     def conversation_messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        # messages written by erxes's own plugin have no ingestState: they count as done
         return list(self.messages.find({"inboxConversationId": conversation_id,
-                                        "ingestState": {"$in": [STORED, DONE]}}).sort("createdAt", 1))
+                                        "ingestState": {"$ne": PENDING}}).sort("createdAt", 1))
 
     # -- quarantine ---------------------------------------------------------------------------------------------------
     def quarantine_mail(self, inbox_id: str, folder: str, uidvalidity: int, uid: int, reason: str, *,

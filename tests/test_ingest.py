@@ -204,6 +204,34 @@ def test_auto_replies_are_flagged_and_our_own_mail_is_not_ingested(runtime, call
     assert db.imap_customers.count_documents({"inboxIntegrationId": "inbox-l", "email": to}) == 0
 
 
+def test_the_runtime_serves_graphql_and_the_activity_log(runtime, caller, mailserver, db):
+    import base64
+    import json as _json
+    import urllib.request
+
+    user, password = connect_mailbox(caller, mailserver, db, "inbox-g")
+    mailserver.append(user, password, make_mail(to=f"{user}@localhost", subject="for the UI"))
+    [message] = wait_for(lambda: done_messages(db, "inbox-g"), timeout=5)
+    query = {"query": "query($c: String!) { imapConversationDetail(conversationId: $c) { _id mailData } "
+                      "imapGetIntegrations { inboxId password } }",
+             "variables": {"c": message["inboxConversationId"]}}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{runtime.web_port}/graphql", data=_json.dumps(query).encode(), method="POST",
+        headers={"Content-Type": "application/json",
+                 "user": base64.b64encode(_json.dumps({"_id": "staff-1"}).encode()).decode()})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        data = _json.loads(response.read())["data"]
+    [detail] = data["imapConversationDetail"]
+    assert detail["_id"] == str(message["_id"]) and detail["mailData"]["subject"] == "for the UI"
+    assert detail["mailData"]["from"] == [{"name": "Alice Customer", "email": "alice@example.com"}]
+    assert data["imapGetIntegrations"] == [{"inboxId": "inbox-g", "password": None}]
+
+    logs = caller.call("logs.collectItems", {"contentId": message["customerId"]})
+    assert logs["status"] == "success"  # wrapped twice, as core reads it
+    assert [item["contentTypeDetail"]["subject"] for item in logs["data"]] == ["for the UI"]
+    assert logs["data"][0]["contentType"] == "imap:customer"
+
+
 def test_bad_requests_get_errors_and_the_runtime_keeps_serving(runtime, caller, mailserver, db):
     bad = {"kind": "imap", "integrationId": "inbox-bad", "doc": {"kind": "imap", "data": "{not json"}}
     with pytest.raises(RpcError, match="doc.data is not valid JSON"):

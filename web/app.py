@@ -1,7 +1,8 @@
 """The Tornado application: a pure ``make_app(config, *, deps)``; handlers get what they need via ``initialize``.
 
 Routes now: ``GET /health`` (erxes-compatible ``ok`` once the runtime serves, 503 before), ``POST /rpc/<procedure>``
-(:mod:`web.rpc`), ``GET /ready`` and ``GET /metrics`` (:mod:`web.ops`), ``POST /receive`` (:mod:`web.receive`).
+(:mod:`web.rpc`), ``GET /ready`` and ``GET /metrics`` (:mod:`web.ops`), ``POST /receive`` (:mod:`web.receive`),
+``POST/GET /graphql`` (:mod:`web.graphql`) and ``GET /read-mail-attachment`` (:mod:`web.attachments`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 import tornado.web
 
+from web import attachments, graphql
 from web.ops import Probe, ops_routes
 from web.receive import routes as receive_routes
 from web.rpc import rpc_routes
@@ -50,4 +52,5 @@ def make_app(config: Any, *, deps: WebDeps) -> tornado.web.Application:
         *ops_routes(deps.ready, deps.probe),
         *(receive_routes(storage=deps.storage, push=deps.push, max_bytes=config.max_mail_bytes)
           if deps.push is not None else []),
+        *(graphql.routes(deps) + attachments.routes(deps) if deps.storage is not None else []),
     ], debug=False, xheaders=True)

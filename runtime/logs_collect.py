@@ -1,0 +1,53 @@
+"""``logs.collectItems`` (contract section 3): a core customer's mail, for erxes's activity log.
+
+``data.contentId`` is a core customer id. Its addresses are those of our ``imap_customers`` records with that
+``contactsId``; the items are the stored messages from or to (To, Cc, Bcc) one of them, newest first, plus the
+messages ingested for that customer (``customerId``). The reply's ``data`` is wrapped once more, as core reads it:
+``{"status": "success", "data": [{_id, contentType: "imap:customer", createdAt, contentTypeDetail}]}``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+__all__ = ["CONTENT_TYPE", "MAX_ITEMS", "collect_items"]
+
+CONTENT_TYPE = "imap:customer"
+MAX_ITEMS = 500  # newest first; keeps one reply well under the transports' size limits
+ADDRESS_FIELDS = ("from", "to", "cc", "bcc")
+
+
+def collect_items(storage: Any, envelope: dict[str, Any]) -> dict[str, Any]:
+    data = envelope.get("data") if isinstance(envelope, dict) else None
+    content_id = data.get("contentId") if isinstance(data, dict) else None
+    if not isinstance(content_id, str) or not content_id.strip():
+        return {"status": "success", "data": []}
+    content_id = content_id.strip()
+    emails = sorted({str(c["email"]).strip().lower()
+                     for c in storage.customers.find({"contactsId": content_id}, projection={"email": 1})
+                     if c.get("email")})
+    if not emails:
+        return {"status": "success", "data": []}
+    any_email = {"$regex": "^(?:" + "|".join(re.escape(e) for e in emails) + ")$", "$options": "i"}
+    query = {"$or": [{"customerId": content_id}, *({f"{f}.address": any_email} for f in ADDRESS_FIELDS)],
+             "ingestState": {"$ne": "pending"}}
+    messages = storage.messages.find(query, sort=[("createdAt", -1), ("_id", -1)], limit=MAX_ITEMS)
+    items = [{"_id": str(m["_id"]), "contentType": CONTENT_TYPE, "createdAt": _plain(m.get("createdAt")),
+              "contentTypeDetail": _plain(m)} for m in messages]
+    return {"status": "success", "data": items}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: ObjectIds as hex, dates as JavaScript ISO strings."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.isoformat(timespec="milliseconds") + "Z"
+    if type(value).__name__ == "ObjectId":
+        return str(value)
+    return value

@@ -1,0 +1,251 @@
+"""The GraphQL schema erxes's UI reads (contract section 6), as an Apollo Federation subgraph.
+
+Resolvers take their collaborators from ``info.context``:
+
+- ``user``: the logged-in user (``web.auth``); every field but ``_service`` requires one;
+- ``storage``: :class:`runtime.storage.Storage`;
+- ``sender``: an object with ``send(subdomain, args) -> {"info": {...}}`` (``runtime.sending.MailSender``);
+- ``subdomain`` (default ``"os"``).
+
+They block (MongoDB, SMTP), so the HTTP handler runs ``schema.execute`` off the IOLoop.
+``auto_camelcase`` is off: field and argument names are erxes's, verbatim.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import graphene
+from graphql import GraphQLSchema, Undefined, print_schema
+from graphql.language import (
+    DocumentNode,
+    IntValueNode,
+    ObjectTypeDefinitionNode,
+    ObjectTypeExtensionNode,
+    StringValueNode,
+    ValueNode,
+    parse,
+    print_ast,
+)
+from graphql.utilities import value_from_ast_untyped
+
+from runtime.procedures import public_details
+from runtime.quoting import split_quoted
+from web.auth import require_user
+
+__all__ = ["LOGS_LIMIT", "federation_sdl", "jsonable", "schema"]
+
+LOGS_LIMIT = 100
+FEDERATION_TYPES = ("_Service",)
+FEDERATION_FIELDS = ("_service",)
+
+
+# ----------------------------------------------------------------------------------------------------- scalars
+
+def jsonable(value: Any) -> Any:
+    """``value`` with MongoDB's types as erxes's Node side sends them: ObjectId as hex, dates as ISO strings."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return iso_date(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if type(value).__name__ in ("ObjectId", "Decimal128"):
+        return str(value)
+    return value
+
+
+def iso_date(value: dt.datetime) -> str:
+    """JavaScript's ``Date.toISOString()``: UTC, milliseconds, ``Z``."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def _parse_date(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value / 1000, dt.UTC)
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value)  # 3.11 reads a trailing "Z"
+        except ValueError:
+            return None
+    return None
+
+
+class JSON(graphene.Scalar):
+    """Any JSON value."""
+
+    @staticmethod
+    def serialize(value: Any) -> Any:
+        return jsonable(value)
+
+    @staticmethod
+    def parse_value(value: Any) -> Any:
+        return value
+
+    @staticmethod
+    def parse_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> Any:
+        return value_from_ast_untyped(node, variables)
+
+
+class Date(graphene.Scalar):
+    """A point in time, sent as erxes sends it: an ISO 8601 string in UTC (``2024-01-31T09:30:00.000Z``)."""
+
+    @staticmethod
+    def serialize(value: Any) -> Any:
+        parsed = _parse_date(value)
+        return iso_date(parsed) if parsed is not None else value
+
+    @staticmethod
+    def parse_value(value: Any) -> dt.datetime:
+        parsed = _parse_date(value)
+        if parsed is None:
+            raise ValueError(f"Date cannot represent {value!r}: use milliseconds or an ISO 8601 string")
+        return parsed
+
+    @staticmethod
+    def parse_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> Any:
+        parsed = None
+        if isinstance(node, IntValueNode):
+            parsed = _parse_date(int(node.value))
+        elif isinstance(node, StringValueNode):
+            parsed = _parse_date(node.value)
+        return Undefined if parsed is None else parsed
+
+
+# ------------------------------------------------------------------------------------------------------- types
+
+class IMap(graphene.ObjectType):
+    _id = graphene.String(required=True)
+    title = graphene.String()
+    mailData = JSON()
+    createdAt = Date()
+
+
+class IMapIntegration(graphene.ObjectType):
+    inboxId = graphene.String()
+    host = graphene.String()
+    smtpHost = graphene.String()
+    smtpPort = graphene.String()
+    mainUser = graphene.String()
+    user = graphene.String()
+    password = graphene.String()
+
+
+class _Service(graphene.ObjectType):
+    sdl = graphene.String()
+
+
+# --------------------------------------------------------------------------------------------------- resolvers
+
+def login_required(resolver: Callable[..., Any]) -> Callable[..., Any]:
+    """Refuse the field unless ``info.context["user"]`` is logged in (erxes's ``moduleRequireLogin``)."""
+    @functools.wraps(resolver)
+    def wrapper(root: Any, info: Any, **kwargs: Any) -> Any:
+        require_user(info.context)
+        return resolver(root, info, **kwargs)
+    return wrapper
+
+
+def _addresses(entries: Any) -> list[dict[str, Any]]:
+    return [{"name": e.get("name") or "", "email": e.get("address") or e.get("email")}
+            for e in entries or [] if isinstance(e, dict)]
+
+
+def mail_data(doc: dict[str, Any]) -> dict[str, Any]:
+    """The ``mailData`` of one stored message, as erxes's UI reads it."""
+    body = doc.get("body") or ""
+    quoted = split_quoted(body)
+    return {
+        "messageId": doc.get("messageId"),
+        "from": _addresses(doc.get("from")),
+        "to": _addresses(doc.get("to")),
+        "cc": _addresses(doc.get("cc")),
+        "bcc": _addresses(doc.get("bcc")),
+        "subject": doc.get("subject") or "",
+        "body": body,
+        "attachments": jsonable(doc.get("attachments") or []),
+        "newContent": quoted.new_content,
+        "replies": quoted.replies,
+    }
+
+
+@login_required
+def resolve_conversation_detail(root: Any, info: Any, conversationId: str) -> list[dict[str, Any]]:
+    messages = info.context["storage"].conversation_messages(conversationId)
+    return [{"_id": str(m["_id"]), "createdAt": m.get("createdAt"), "mailData": mail_data(m)} for m in messages]
+
+
+@login_required
+def resolve_integrations(root: Any, info: Any) -> list[dict[str, Any]]:
+    return [public_details(doc) for doc in info.context["storage"].list_integrations()]
+
+
+@login_required
+def resolve_logs(root: Any, info: Any, integrationId: str | None = None) -> list[Any]:
+    query = {"integrationId": integrationId} if integrationId else {}
+    return list(info.context["storage"].logs.find(query, sort=[("date", -1), ("_id", -1)], limit=LOGS_LIMIT))
+
+
+@login_required
+def resolve_send_mail(root: Any, info: Any, **args: Any) -> Any:
+    return info.context["sender"].send(info.context.get("subdomain") or "os", args)
+
+
+def resolve_service(root: Any, info: Any) -> dict[str, str]:
+    return {"sdl": SDL}  # not behind login: the gateway composes subgraphs without a user
+
+
+# ------------------------------------------------------------------------------------------------- root types
+
+class Query(graphene.ObjectType):
+    imapConversationDetail = graphene.List(IMap, conversationId=graphene.String(required=True),
+                                           resolver=resolve_conversation_detail)
+    imapGetIntegrations = graphene.List(IMapIntegration, resolver=resolve_integrations)
+    imapLogs = graphene.List(JSON, integrationId=graphene.String(), resolver=resolve_logs)
+    _service = graphene.Field(_Service, required=True, resolver=resolve_service)
+
+
+class Mutation(graphene.ObjectType):
+    imapSendMail = graphene.Field(
+        JSON, resolver=resolve_send_mail,
+        integrationId=graphene.String(), conversationId=graphene.String(), subject=graphene.String(required=True),
+        body=graphene.String(), to=graphene.List(graphene.String, required=True), cc=graphene.List(graphene.String),
+        bcc=graphene.List(graphene.String), **{"from": graphene.String(required=True)},
+        shouldResolve=graphene.Boolean(), shouldOpen=graphene.Boolean(), headerId=graphene.String(),
+        replyTo=graphene.List(graphene.String), inReplyTo=graphene.String(), threadId=graphene.String(),
+        messageId=graphene.String(), replyToMessageId=graphene.String(), references=graphene.List(graphene.String),
+        attachments=graphene.List(JSON), customerId=graphene.String())
+
+
+def federation_sdl(graphql_schema: GraphQLSchema) -> str:
+    """Our types as a federation subgraph declares them: ``extend type Query``/``Mutation``, no ``_service``, no
+    descriptions."""
+    definitions = []
+    for node in parse(print_schema(graphql_schema)).definitions:
+        name = getattr(getattr(node, "name", None), "value", None)
+        if name in FEDERATION_TYPES:
+            continue
+        if getattr(node, "description", None) is not None:
+            node = copy.copy(node)
+            node.description = None  # plain "scalar JSON", identical to the other subgraphs' declarations
+        if isinstance(node, ObjectTypeDefinitionNode) and name in ("Query", "Mutation"):
+            node = ObjectTypeExtensionNode(name=node.name, interfaces=node.interfaces, directives=node.directives,
+                                           fields=tuple(f for f in node.fields
+                                                        if f.name.value not in FEDERATION_FIELDS))
+        definitions.append(node)
+    return print_ast(DocumentNode(definitions=tuple(definitions)))
+
+
+schema = graphene.Schema(query=Query, mutation=Mutation, auto_camelcase=False)
+SDL = federation_sdl(schema.graphql_schema)

@@ -16,6 +16,7 @@ from actors._answer import answer, is_transient
 from runtime import metrics
 from runtime.cursor import Incoming
 from runtime.logctx import bind
+from runtime.tenants import bound
 from runtime.loops import classify, is_own_mail
 from runtime.storage import DONE, PENDING, STORED, utcnow
 
@@ -31,7 +32,7 @@ class Conversations:
 
     def ingest(self, job: Incoming, customer_id: str) -> None:
         """Store ``job``'s mail in its conversation. Never raises: the outcome goes to the mailbox."""
-        with bind(job.inbox_id, job.subdomain):
+        with bind(job.inbox_id, job.subdomain), bound(job.subdomain):
             self._ingest(job, customer_id)
 
     def _ingest(self, job: Incoming, customer_id: str) -> None:

@@ -14,6 +14,7 @@ from runtime.cursor import Incoming
 from actors._answer import answer, is_transient
 from runtime.errors import RequestError
 from runtime.logctx import bind
+from runtime.tenants import bound
 from runtime.loops import is_own_mail
 
 __all__ = ["Customers", "CustomerActor"]
@@ -29,7 +30,7 @@ class Customers:
 
     def resolve(self, job: Incoming) -> None:
         """Find or create the sender's customer, then pass the mail on. Never raises: failures go to the mailbox."""
-        with bind(job.inbox_id, job.subdomain):
+        with bind(job.inbox_id, job.subdomain), bound(job.subdomain):
             self._resolve(job)
 
     def _resolve(self, job: Incoming) -> None:

@@ -25,6 +25,7 @@ from runtime import metrics
 from runtime.errors import AuthenticationFailed, MailboxError, MailParseError, StorageError
 from runtime.imap import NETWORK_ERRORS, ImapSettings, connect
 from runtime.logctx import bind_thread
+from runtime.tenants import bind_thread as bind_tenant
 from runtime.mailparse import parse_mail
 from runtime.storage import utcnow
 
@@ -371,6 +372,7 @@ class MailboxActor(pykka.ThreadingActor, Mailbox):
 
     def on_start(self) -> None:
         bind_thread(self.inbox_id, self._subdomain)
+        bind_tenant(self._subdomain)
         self._reply_to = self.actor_ref.proxy()
         self._reply_to.step()
 
@@ -387,6 +389,6 @@ class MailboxActor(pykka.ThreadingActor, Mailbox):
         self._storage.log("error", f"mailbox crashed: {exception_value!r}", inbox_id=self.inbox_id)
         if self._supervisor is not None:
             try:
-                self._supervisor.child_failed(self.inbox_id, self._generation, repr(exception_value))
+                self._supervisor.child_failed(self.inbox_id, self._generation, repr(exception_value), self._subdomain)
             except pykka.ActorDeadError:
                 pass

@@ -299,6 +299,4 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
 
 def _validated(values: dict[str, Any]) -> Config:
     checked = {key: check(_setting_name(key), values[key]) for key, check in _CHECKS.items()}
-    if checked["version"] == "saas":
-        raise ConfigError(_setting_name("version"), "'saas' (one database per organisation) is not available yet; use 'os'")
     return Config(**checked)

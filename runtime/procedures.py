@@ -12,6 +12,7 @@ from typing import Any, Callable
 from runtime.errors import RequestError
 from runtime.imap import parse_details
 from runtime.logs_collect import collect_items
+from runtime.tenants import current
 
 __all__ = ["ImapProcedures", "SERVICE"]
 
@@ -23,7 +24,9 @@ DETAIL_FIELDS = ("host", "smtpHost", "smtpPort", "smtpTls", "mainUser", "user", 
 
 
 class ImapProcedures:
-    def __init__(self, *, storage: Any, supervisor: Any, sender: Any = None, timeout: float = 30.0) -> None:
+    def __init__(self, *, storage: Any, supervisor: Any, sender: Any = None, timeout: float = 30.0,
+                 on_tenant: Callable[[str], None] = lambda subdomain: None) -> None:
+        self._on_tenant = on_tenant  # records a tenant that now has integrations (saas)
         self._storage = storage
         self._supervisor = supervisor  # a SupervisorActor proxy
         self._sender = sender  # runtime.sending.MailSender
@@ -52,9 +55,10 @@ class ImapProcedures:
         if not isinstance(doc, dict):
             raise RequestError("doc is required: {accountId, kind, integrationId, data}")
         details = parse_details(doc.get("data"))
+        self._on_tenant(_tenant())
         self._storage.save_integration(inbox_id, details)
         self._storage.log("info", f"integration {inbox_id} created for {details['user']}", inbox_id=inbox_id)
-        self._ask(self._supervisor.restart(inbox_id))
+        self._ask(self._supervisor.restart(inbox_id, _tenant()))
 
     def update_integration(self, envelope: dict[str, Any]) -> None:
         data = _data(envelope)
@@ -69,11 +73,11 @@ class ImapProcedures:
             del details["password"]  # an empty password keeps the stored one
         self._storage.save_integration(inbox_id, details)
         self._storage.log("info", f"integration {inbox_id} updated", inbox_id=inbox_id)
-        self._ask(self._supervisor.restart(inbox_id))
+        self._ask(self._supervisor.restart(inbox_id, _tenant()))
 
     def remove_integration(self, envelope: dict[str, Any]) -> None:
         inbox_id = _inbox_id(_data(envelope), "integrationId")
-        self._ask(self._supervisor.stop_listening(inbox_id))
+        self._ask(self._supervisor.stop_listening(inbox_id, _tenant()))
         if self._storage.remove_integration(inbox_id):
             logger.info("Integration %s removed", inbox_id)
 
@@ -108,7 +112,7 @@ class ImapProcedures:
         doc = self._storage.get_integration_by_id(object_id)
         if doc is None:
             raise RequestError(f"Integration {object_id} not found.")
-        self._ask(self._supervisor.ensure_listening(doc["inboxId"]))
+        self._ask(self._supervisor.ensure_listening(doc["inboxId"], _tenant()))
 
     def _ask(self, future: Any) -> Any:
         return future.get(timeout=self._timeout)
@@ -122,6 +126,11 @@ def public_details(doc: dict[str, Any]) -> dict[str, Any]:
     out["healthStatus"] = doc.get("healthStatus", "healthy")
     out["error"] = doc.get("error")
     return out
+
+
+def _tenant() -> str:
+    """The tenant the running procedure is bound to (``os`` in single-tenant mode)."""
+    return current() or "os"
 
 
 def _data(envelope: Any) -> dict[str, Any]:

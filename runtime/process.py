@@ -34,6 +34,7 @@ from runtime.registry import (Registration, ServiceDirectory, queue_actions, red
                               service_config)
 from runtime.standalone import Standalone
 from runtime.storage import Storage
+from runtime.tenants import Tenants, TenantStorage, with_tenant
 from web.app import WebDeps, make_app
 from web.ops import Probe
 from web.rpc import http_procedures
@@ -51,7 +52,8 @@ REGISTRATION_WAIT = 2.0  # how long start() waits for the Redis registration bef
 class Runtime:
     config: Config
     imap_factory: Callable[..., Any] = connect
-    storage: Storage | None = None
+    storage: Storage | TenantStorage | None = None
+    tenants: Tenants | None = None
     broker: AmqpBroker | None = None
     supervisor: Any = None
     web: Any = None
@@ -68,8 +70,9 @@ class Runtime:
         return self._ready.is_set()
 
     def start(self) -> None:
-        self.storage = start_storage(self.config)
-        self.broker = start_broker(self.config, self.storage)
+        self.tenants = start_tenants(self.config)
+        self.storage = self.tenants.facade()
+        self.broker = start_broker(self.config, self.tenants)
         self._redis = redis_client(self.config, timeout=2.0)
         erxes = ErxesClient(erxes_transport(self.config, self.broker, self._redis),
                             customer_service=self.config.customer_service,
@@ -78,19 +81,20 @@ class Runtime:
         customers = self._spawn(CustomerActor.start(storage=self.storage, erxes=erxes,
                                                     conversations=conversations.proxy()))
         self.supervisor = self._spawn(SupervisorActor.start(
-            storage=self.storage, mailbox_factory=self._mailbox_factory(customers.proxy()),
+            storage=self.storage, mailbox_factory=self._mailbox_factory(customers.proxy()), tenants=self.tenants.known,
             max_delay=self.config.restart_max_delay_seconds)).proxy()
         count = self.supervisor.start_all().get(timeout=ASK_TIMEOUT)
         logger.info("Started %d mailbox(es)", count)
         sender = MailSender(storage=self.storage, erxes=erxes, supervisor=self.supervisor, config=self.config,
                             imap_factory=self.imap_factory, max_attachment_bytes=self.config.max_mail_bytes)
         procedures = ImapProcedures(storage=self.storage, supervisor=self.supervisor, sender=sender,
-                                    timeout=ASK_TIMEOUT)
-        names = serve(self.broker, procedures.rpc_procedures(), procedures.plain_procedures())
+                                    timeout=ASK_TIMEOUT, on_tenant=self.tenants.remember)
+        rpc_table = per_tenant(self.tenants, procedures.rpc_procedures())
+        names = serve(self.broker, rpc_table, per_tenant(self.tenants, procedures.plain_procedures()))
         self._rpc_executor = concurrent.futures.ThreadPoolExecutor(HTTP_RPC_WORKERS, thread_name_prefix="http-rpc")
-        self._probe = Probe(storage=self.storage, broker=self.broker, redis_client=self._redis)
+        self._probe = Probe(storage=self.tenants.base, broker=self.broker, redis_client=self._redis)
         app = make_app(self.config, deps=WebDeps(
-            ready=lambda: self.ready, rpc=http_procedures(procedures.rpc_procedures()),
+            ready=lambda: self.ready, rpc=http_procedures(rpc_table), tenants=self.tenants,
             rpc_executor=self._rpc_executor, probe=self._probe, storage=self.storage, supervisor=self.supervisor,
             sender=sender, push=PushIngest(storage=self.storage, pipeline=customers.proxy(),
                                            timeout=self.config.rpc_timeout * 2)))
@@ -119,35 +123,39 @@ class Runtime:
         if self.broker is not None:
             self.broker.stop()
         stop_remaining_actors()
-        if self.storage is not None:
-            self.storage.close()
+        if self.tenants is not None:
+            self.tenants.close()
 
     def _spawn(self, ref: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
         self._actors.append(ref)
         return ref
 
     def _mailbox_factory(self, pipeline: Any) -> Callable[..., pykka.ActorRef[Any]]:
-        def start_mailbox(doc: dict[str, Any], *, supervisor: Any, generation: int) -> pykka.ActorRef[Any]:
+        def start_mailbox(doc: dict[str, Any], *, supervisor: Any, generation: int,
+                          subdomain: str = "os") -> pykka.ActorRef[Any]:
             return MailboxActor.start(doc, supervisor=supervisor, generation=generation, config=self.config,
-                                      storage=self.storage, pipeline=pipeline, imap_factory=self.imap_factory)
+                                      storage=self.storage, pipeline=pipeline, imap_factory=self.imap_factory,
+                                      subdomain=subdomain)
         return start_mailbox
 
 
-def start_storage(config: Config) -> Storage:
-    storage = Storage(config.mongo_url, database=config.mongo_database)
-    storage.ping()
-    storage.ensure_indexes()
-    logger.info("MongoDB ready (database %s)", config.mongo_database)
-    return storage
+def start_tenants(config: Config) -> Tenants:
+    tenants = Tenants(config.mongo_url, database=config.mongo_database, saas=config.version == "saas")
+    tenants.base.ping()
+    tenants.ensure_indexes()
+    logger.info("MongoDB ready (database %s%s)", config.mongo_database,
+                ", one more per organisation: VERSION=saas" if tenants.saas else "")
+    return tenants
 
 
-def start_broker(config: Config, storage: Storage) -> AmqpBroker:
+def start_broker(config: Config, tenants: Tenants) -> AmqpBroker:
     broker = MeteredAmqpBroker(config.rabbitmq_url, prefix=config.message_broker_prefix,
                                rpc_timeout=config.rpc_timeout)
     if config.standalone:
-        emulation = Standalone(storage.db, customer_service=config.customer_service)
-        emulation.ensure_indexes()
-        serve(broker, emulation.rpc_procedures(), emulation.plain_procedures())
+        emulation = Standalone(tenants.facade(), customer_service=config.customer_service)
+        tenants.on_new_tenant(Standalone.ensure_indexes)
+        serve(broker, per_tenant(tenants, emulation.rpc_procedures()),
+              per_tenant(tenants, emulation.plain_procedures()))
         logger.info("Standalone mode: serving the core/contacts and inbox procedures we call")
     broker.start()
     return broker
@@ -187,6 +195,11 @@ def start_registration(config: Config, redis_conn: redis.Redis, port: int, names
     registration.start()
     registration.wait(REGISTRATION_WAIT)
     return registration
+
+
+def per_tenant(tenants: Tenants, table: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
+    """Each handler runs bound to its envelope's tenant."""
+    return {name: with_tenant(tenants, handler) for name, handler in table.items()}
 
 
 def serve(broker: AmqpBroker, rpc: dict[str, Callable[..., Any]], plain: dict[str, Callable[..., Any]]) -> list[str]:

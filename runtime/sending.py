@@ -40,6 +40,7 @@ from runtime.imap import ImapSettings, connect
 from runtime.mailbuild import (Attachment, Outgoing, build, normalize_message_id, parse_addresses, reply_subject,
                                thread_references)
 from runtime.mailparse import parse_mail
+from runtime.tenants import current
 from runtime.storage import DONE, utcnow
 
 __all__ = ["MailSender", "DEFAULT_MAX_ATTACHMENT_BYTES", "appended_uid"]
@@ -364,7 +365,7 @@ class MailSender:
                 logger.warning("Integration %s: could not record where the sent mail is filed: %s", inbox_id, exc)
 
     def _running_mailbox(self, inbox_id: str, wait: float) -> Any:
-        found = self._supervisor.mailbox(inbox_id)
+        found = self._supervisor.mailbox(inbox_id, current() or "os")
         return found.get(timeout=wait) if isinstance(found, pykka.Future) else found
 
     def _append_with_own_session(self, integration: dict[str, Any], raw: bytes) -> tuple[str, int | None]:

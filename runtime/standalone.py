@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pymongo
 from bson import ObjectId
-from pymongo.database import Database
+from pymongo.collection import Collection
 
 from runtime.errors import RequestError
 from runtime.storage import utcnow
@@ -27,16 +27,28 @@ logger = logging.getLogger(__name__)
 class Standalone:
     """The emulated procedures. ``procedures()`` maps queue names to handlers taking the request envelope."""
 
-    def __init__(self, db: Database, *, customer_service: str = "core") -> None:
-        self.customers = db["standalone_customers"]
-        self.conversations = db["standalone_conversations"]
-        self.inserted = db["standalone_message_notifications"]
+    def __init__(self, storage: Any, *, customer_service: str = "core") -> None:
+        self._storage = storage  # the runtime's storage: with tenants, the bound tenant's database
         self._customer_service = customer_service
 
-    def ensure_indexes(self) -> None:
-        self.customers.create_index("primaryEmail", unique=True)
-        self.conversations.create_index("idempotencyKey", unique=True, sparse=True)
-        self.inserted.create_index("messageId", unique=True)
+    @property
+    def customers(self) -> Collection[Any]:
+        return self._storage.db["standalone_customers"]
+
+    @property
+    def conversations(self) -> Collection[Any]:
+        return self._storage.db["standalone_conversations"]
+
+    @property
+    def inserted(self) -> Collection[Any]:
+        return self._storage.db["standalone_message_notifications"]
+
+    @staticmethod
+    def ensure_indexes(storage: Any) -> None:
+        """The emulation's indexes in ``storage``'s database (each tenant's, with tenants)."""
+        storage.db["standalone_customers"].create_index("primaryEmail", unique=True)
+        storage.db["standalone_conversations"].create_index("idempotencyKey", unique=True, sparse=True)
+        storage.db["standalone_message_notifications"].create_index("messageId", unique=True)
 
     def rpc_procedures(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         svc = self._customer_service

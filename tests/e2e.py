@@ -33,15 +33,16 @@ class Caller:
         self.broker = AmqpBroker(amqp_url, prefix=prefix)
         self.broker.start()
 
-    def call(self, procedure: str, data: Any, timeout: float = 20.0) -> Any:
-        return self.broker.call(f"imap:{procedure}", data, subdomain="os", timeout=timeout)
+    def call(self, procedure: str, data: Any, timeout: float = 20.0, subdomain: str = "os") -> Any:
+        return self.broker.call(f"imap:{procedure}", data, subdomain=subdomain, timeout=timeout)
 
-    def publish(self, procedure: str, data: Any) -> None:
-        self.broker.publish(f"imap:{procedure}", data, subdomain="os")
+    def publish(self, procedure: str, data: Any, subdomain: str = "os") -> None:
+        self.broker.publish(f"imap:{procedure}", data, subdomain=subdomain)
 
-    def create_integration(self, inbox_id: str, details: dict[str, Any]) -> Any:
+    def create_integration(self, inbox_id: str, details: dict[str, Any], subdomain: str = "os") -> Any:
         return self.call("createIntegration", {"kind": "imap", "integrationId": inbox_id, "doc": {
-            "accountId": "", "kind": "imap", "integrationId": inbox_id, "data": json.dumps(details)}})
+            "accountId": "", "kind": "imap", "integrationId": inbox_id, "data": json.dumps(details)}},
+            subdomain=subdomain)
 
     def update_integration(self, inbox_id: str, details: dict[str, Any]) -> Any:
         return self.call("updateIntegration", {"kind": "imap", "integrationId": inbox_id, "doc": {

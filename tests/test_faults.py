@@ -79,7 +79,8 @@ def test_stalled_imap_connection_is_noticed_and_other_mailboxes_keep_working(
         wait_for(lambda: state(db, "stalled") == "backoff", timeout=10, message="the stall to be noticed")
         mailserver.append(user_b, pw_b, make_mail(to=f"{user_b}@localhost", subject="unaffected"))
         wait_for(lambda: subjects(db, "healthy") == ["unaffected"], timeout=10)
-        assert state(db, "stalled") == "backoff"  # the healthy mailbox worked while the other was still stalled
+        # the healthy mailbox worked while the other was still stalled (retrying: connecting/backoff in turn)
+        assert state(db, "stalled") in ("backoff", "connecting") and subjects(db, "stalled") == []
         assert state(db, "healthy") == "idle"
         imap.stall(False)
         imap.cut()  # the stalled sessions are useless; fresh ones go through

@@ -320,7 +320,7 @@ def _login(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: 
 
 
 class _NoMailboxes:
-    def mailbox(self, inbox_id: str) -> None:
+    def mailbox(self, inbox_id: str, subdomain: str = "os") -> None:
         return None
 
 

@@ -30,6 +30,7 @@ class WebDeps:
     supervisor: Any = None  # the SupervisorActor's proxy (mailbox sessions for attachments)
     sender: Any = None  # runtime.sending.MailSender
     push: Any = None  # runtime.push.PushIngest, behind POST /receive
+    tenants: Any = None  # runtime.tenants.Tenants: a request's tenant comes from its hostname header
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -50,7 +51,7 @@ def make_app(config: Any, *, deps: WebDeps) -> tornado.web.Application:
         (r"/health", HealthHandler, {"deps": deps}),
         *rpc_routes(deps.rpc, deps.rpc_executor),
         *ops_routes(deps.ready, deps.probe),
-        *(receive_routes(storage=deps.storage, push=deps.push, max_bytes=config.max_mail_bytes)
+        *(receive_routes(storage=deps.storage, push=deps.push, max_bytes=config.max_mail_bytes, tenants=deps.tenants)
           if deps.push is not None else []),
         *(graphql.routes(deps) + attachments.routes(deps) if deps.storage is not None else []),
     ], debug=False, xheaders=True)

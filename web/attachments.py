@@ -9,6 +9,7 @@ server failed. The body is sent as a download (``Content-Disposition: attachment
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
@@ -21,8 +22,9 @@ import tornado.web
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from runtime.errors import MailboxError, MailParseError
+from runtime.errors import MailboxError, MailParseError, RequestError
 from runtime.mailparse import find_part, parse_mail, synthetic_message_id
+from runtime.tenants import bind_request
 from web.auth import LOGIN_REQUIRED, current_user, is_logged_in
 
 __all__ = ["AttachmentError", "AttachmentHandler", "content_disposition", "read_attachment", "routes"]
@@ -43,7 +45,7 @@ class AttachmentError(Exception):
 
 
 def read_attachment(storage: Any, supervisor: Any, *, integration_id: str, message_id: str, filename: str,
-                    timeout: float = 30.0) -> tuple[str, str, bytes]:
+                    timeout: float = 30.0, subdomain: str = "os") -> tuple[str, str, bytes]:
     """``(filename, mimeType, bytes)`` of one stored message's attachment. Blocking: call it off the IOLoop."""
     doc = _find_message(storage, integration_id, message_id)
     if doc is None:
@@ -55,7 +57,7 @@ def read_attachment(storage: Any, supervisor: Any, *, integration_id: str, messa
         raise AttachmentError(404, "attachment not found")
     if not meta.get("partIndex") or not doc.get("uid") or not doc.get("folder"):
         raise AttachmentError(404, "this message's attachments were not kept on the mail server")
-    raw = _fetch_raw(supervisor, integration_id, doc["folder"], int(doc["uid"]), timeout)
+    raw = _fetch_raw(supervisor, integration_id, doc["folder"], int(doc["uid"]), timeout, subdomain)
     if raw is None or not _same_mail(raw, doc):
         raise AttachmentError(404, "the mail is no longer on the mail server")
     try:
@@ -84,9 +86,10 @@ def _find_message(storage: Any, integration_id: str, message_id: str) -> dict[st
     return doc
 
 
-def _fetch_raw(supervisor: Any, integration_id: str, folder: str, uid: int, timeout: float) -> bytes | None:
+def _fetch_raw(supervisor: Any, integration_id: str, folder: str, uid: int, timeout: float,
+               subdomain: str = "os") -> bytes | None:
     try:
-        found = supervisor.mailbox(integration_id)  # a SupervisorActor proxy answers with a future
+        found = supervisor.mailbox(integration_id, subdomain)  # a SupervisorActor proxy answers with a future
         mailbox = found.get(timeout=timeout) if isinstance(found, pykka.Future) else found
         if mailbox is None:
             raise AttachmentError(503, "the mailbox is not connected")
@@ -122,7 +125,8 @@ def content_disposition(filename: str) -> str:
 
 
 class AttachmentHandler(tornado.web.RequestHandler):
-    def initialize(self, *, storage: Any, supervisor: Any, timeout: float = 30.0) -> None:
+    def initialize(self, *, storage: Any, supervisor: Any, timeout: float = 30.0, tenants: Any = None) -> None:
+        self.tenants = tenants
         self.storage = storage
         self.supervisor = supervisor
         self.timeout = timeout
@@ -134,16 +138,20 @@ class AttachmentHandler(tornado.web.RequestHandler):
     async def get(self) -> None:
         if not is_logged_in(current_user(self.request.headers)):
             return self._fail(401, LOGIN_REQUIRED)
+        try:
+            subdomain = bind_request(self.tenants, self.request.headers)
+        except RequestError as exc:
+            return self._fail(400, str(exc))
         params = {name: self.get_query_argument(name, "").strip() for name in ("messageId", "integrationId")}
         params["filename"] = self.get_query_argument("filename", "")
         missing = [name for name, value in params.items() if not value]
         if missing:
             return self._fail(400, f"missing parameter: {', '.join(missing)}")
-        read = functools.partial(read_attachment, self.storage, self.supervisor, timeout=self.timeout,
+        read = functools.partial(read_attachment, self.storage, self.supervisor, timeout=self.timeout, subdomain=subdomain,
                                  integration_id=params["integrationId"], message_id=params["messageId"],
                                  filename=params["filename"])
         try:
-            filename, mime_type, data = await tornado.ioloop.IOLoop.current().run_in_executor(None, read)
+            filename, mime_type, data = await asyncio.to_thread(read)
         except AttachmentError as exc:
             return self._fail(exc.status, exc.reason)
         self.set_header("Content-Type", mime_type if _MIME_TYPE.fullmatch(mime_type) else "application/octet-stream")
@@ -161,4 +169,5 @@ def routes(deps: Any) -> list[tuple[Any, ...]]:
     """``/read-mail-attachment``. ``deps`` carries ``storage``, ``supervisor`` (the SupervisorActor proxy) and
     optionally ``ask_timeout`` (seconds, default 30)."""
     return [(r"/read-mail-attachment", AttachmentHandler, {
-        "storage": deps.storage, "supervisor": deps.supervisor, "timeout": getattr(deps, "ask_timeout", 30.0)})]
+        "storage": deps.storage, "supervisor": deps.supervisor, "timeout": getattr(deps, "ask_timeout", 30.0),
+        "tenants": getattr(deps, "tenants", None)})]

@@ -8,6 +8,7 @@ type (a "non-simple" request) keeps cross-site form posts out, as Apollo's CSRF 
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -16,6 +17,9 @@ from typing import Any
 
 import tornado.ioloop
 import tornado.web
+
+from runtime.errors import RequestError
+from runtime.tenants import bind_request
 from graphql import GraphQLError
 
 from web.auth import LOGIN_REQUIRED, current_user
@@ -63,10 +67,14 @@ class GraphQLHandler(tornado.web.RequestHandler):
             query, variables, operation_name = self._request_params()
         except ValueError as exc:
             return self._reply(400, {"errors": [{"message": str(exc)}]})
-        context = {**self.context, "user": current_user(self.request.headers)}
+        try:
+            subdomain = bind_request(self.context.get("tenants"), self.request.headers)
+        except RequestError as exc:
+            return self._reply(400, {"errors": [{"message": str(exc)}]})
+        context = {**self.context, "user": current_user(self.request.headers), "subdomain": subdomain}
         execute = functools.partial(self.schema.execute, query, variables=variables, operation_name=operation_name,
                                     context=context)
-        result = await tornado.ioloop.IOLoop.current().run_in_executor(None, execute)
+        result = await asyncio.to_thread(execute)
         response: dict[str, Any] = {}
         if result.errors:
             response["errors"] = [self._format(error) for error in result.errors]
@@ -122,8 +130,8 @@ def _unexpected(exc: BaseException) -> bool:
 
 def routes(deps: Any) -> list[tuple[Any, ...]]:
     """``/graphql`` and GraphiQL's bundled assets. ``deps`` carries ``storage``, ``sender`` and optionally
-    ``subdomain`` (default ``"os"``)."""
-    context = {"storage": deps.storage, "sender": deps.sender, "subdomain": getattr(deps, "subdomain", "os")}
+    ``tenants`` (the request's tenant comes from its ``hostname`` header)."""
+    context = {"storage": deps.storage, "sender": deps.sender, "tenants": getattr(deps, "tenants", None)}
     return [
         (r"/graphql", GraphQLHandler, {"schema": default_schema, "context": context}),
         (r"/graphiql-static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC_DIR)}),

@@ -4,14 +4,15 @@ unknown integration; 200 with ``{messageId, conversationId, duplicate}`` once st
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import tornado.web
-from tornado.ioloop import IOLoop
 
-from runtime.errors import MailParseError, RuntimeFault
+from runtime.errors import MailParseError, RequestError, RuntimeFault
 from runtime.push import verify
+from runtime.tenants import bind_request
 
 __all__ = ["routes"]
 
@@ -20,7 +21,8 @@ SIGNATURE_HEADER = "X-Imap-Runtime-Signature"
 
 @tornado.web.stream_request_body
 class ReceiveHandler(tornado.web.RequestHandler):
-    def initialize(self, storage: Any, push: Any, max_bytes: int) -> None:
+    def initialize(self, storage: Any, push: Any, max_bytes: int, tenants: Any = None) -> None:
+        self.tenants = tenants
         self.storage = storage
         self.push = push
         self.max_bytes = max_bytes
@@ -46,15 +48,17 @@ class ReceiveHandler(tornado.web.RequestHandler):
         if not inbox_id:
             return self.fail(400, "integrationId is required")
         body = b"".join(self.chunks)
-        loop = IOLoop.current()
-        doc = await loop.run_in_executor(None, self.storage.get_integration, inbox_id)
+        try:
+            subdomain = bind_request(self.tenants, self.request.headers)
+        except RequestError as exc:
+            return self.fail(400, str(exc))
+        doc = await asyncio.to_thread(self.storage.get_integration, inbox_id)
         if doc is None:
             return self.fail(404, f"integration {inbox_id} not found")
         if not verify(doc.get("webhookSecret"), body, self.request.headers.get(SIGNATURE_HEADER)):
             return self.fail(401, f"missing or bad {SIGNATURE_HEADER}")
-        subdomain = self.request.headers.get("hostname", "os") or "os"
         try:
-            result = await loop.run_in_executor(None, self.push.ingest, inbox_id, body, subdomain)
+            result = await asyncio.to_thread(self.push.ingest, inbox_id, body, subdomain)
         except MailParseError as exc:
             return self.fail(400, f"the body is not a mail: {exc}")
         except RuntimeFault as exc:
@@ -68,5 +72,6 @@ class ReceiveHandler(tornado.web.RequestHandler):
         self.finish(json.dumps({"error": reason}))
 
 
-def routes(*, storage: Any, push: Any, max_bytes: int) -> list[Any]:
-    return [(r"/receive", ReceiveHandler, {"storage": storage, "push": push, "max_bytes": max_bytes})]
+def routes(*, storage: Any, push: Any, max_bytes: int, tenants: Any = None) -> list[Any]:
+    return [(r"/receive", ReceiveHandler, {"storage": storage, "push": push, "max_bytes": max_bytes,
+                                           "tenants": tenants})]

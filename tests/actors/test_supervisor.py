@@ -62,7 +62,7 @@ def started() -> list[tuple[str, int]]:
 
 
 def make(storage: Storage, timers: Timers, started: list[tuple[str, int]], fail: set[str] | None = None) -> Any:
-    def factory(doc: dict[str, Any], *, supervisor: Any, generation: int) -> Any:
+    def factory(doc: dict[str, Any], *, supervisor: Any, generation: int, subdomain: str = "os") -> Any:
         if doc["inboxId"] in (fail or set()):
             raise ValueError("broken settings")
         started.append((doc["inboxId"], generation))

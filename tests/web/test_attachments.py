@@ -64,7 +64,7 @@ class FakeSupervisor:
     def __init__(self, mailbox: Any) -> None:
         self._mailbox = mailbox
 
-    def mailbox(self, inbox_id: str) -> pykka.Future[Any]:
+    def mailbox(self, inbox_id: str, subdomain: str = "os") -> pykka.Future[Any]:
         future: pykka.Future[Any] = pykka.ThreadingFuture()
         future.set(self._mailbox if inbox_id == "inbox-1" else None)
         return future

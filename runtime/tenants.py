@@ -1,0 +1,148 @@
+"""Tenants: ``VERSION=os`` is one tenant in the database of ``MONGO_URL``; ``VERSION=saas`` gives each
+organisation (erxes's ``subdomain``) a database of its own, ``<database>_<subdomain>``.
+
+Work is bound to its tenant where it enters (a procedure's envelope, a pipeline job, a mailbox's thread, an HTTP
+request's ``hostname`` header, as erxes's ``getSubdomain`` reads it), and :class:`TenantStorage` sends every
+storage call to the bound tenant's database. In saas mode a call with no tenant bound raises instead of guessing,
+so one organisation's data can never land in another's database. ``imap_tenants`` in the base database lists the
+tenants that have integrations, so a restart resumes every one of them.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import re
+import threading
+from typing import Any, Callable, Iterator
+
+
+from runtime.errors import RequestError, StorageError
+from runtime.storage import Storage, utcnow
+
+__all__ = ["Tenants", "TenantStorage", "subdomain_of_host", "bound", "current"]
+
+OS = "os"
+_VALID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_current: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
+
+
+def current() -> str | None:
+    return _current.get()
+
+
+@contextlib.contextmanager
+def bound(subdomain: str) -> Iterator[None]:
+    token = _current.set(subdomain)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def bind_thread(subdomain: str) -> None:
+    _current.set(subdomain)
+
+
+def subdomain_of_host(hostname: str | None) -> str:
+    """erxes's ``getSubdomain``: the first label of the ``hostname`` header, without a scheme."""
+    host = re.sub(r"^\w+://", "", (hostname or "").strip())
+    return host.split(".")[0].split(":")[0].lower()
+
+
+class Tenants:
+    def __init__(self, mongo_url: str, *, database: str, saas: bool, timeout_ms: int = 10000) -> None:
+        self.saas = saas
+        self.base = Storage(mongo_url, database=database, timeout_ms=timeout_ms)
+        self._client = self.base._client
+        self._database = database
+        self._storages: dict[str, Storage] = {OS: self.base} if not saas else {}
+        self._lock = threading.Lock()
+        self._index_hooks: list[Callable[[Storage], None]] = []
+        self.registry = self.base.db["imap_tenants"]
+
+    def on_new_tenant(self, hook: Callable[[Storage], None]) -> None:
+        """Run ``hook(storage)`` for every tenant database (indexes of other parts), now and when one appears."""
+        self._index_hooks.append(hook)
+        with self._lock:
+            existing = list(self._storages.values())
+        for storage in existing:
+            hook(storage)
+
+    def key(self, subdomain: Any) -> str:
+        """The tenant a request belongs to: always ``os`` in single-tenant mode."""
+        if not self.saas:
+            return OS
+        name = str(subdomain or "").strip().lower()
+        if not _VALID.match(name):
+            raise RequestError(f"subdomain {subdomain!r} is not a valid organisation name")
+        return name
+
+    def storage(self, subdomain: Any) -> Storage:
+        key = self.key(subdomain)
+        with self._lock:
+            found = self._storages.get(key)
+            if found is None:
+                found = Storage("", database=f"{self._database}_{key}", client=self._client)
+                found.ensure_indexes()
+                for hook in self._index_hooks:
+                    hook(found)
+                self._storages[key] = found
+            return found
+
+    def remember(self, subdomain: str) -> None:
+        """Record a tenant with integrations (saas), so a restart resumes its mailboxes."""
+        if self.saas:
+            self.registry.update_one({"subdomain": subdomain}, {"$setOnInsert": {"createdAt": utcnow()}},
+                                     upsert=True)
+
+    def known(self) -> list[str]:
+        if not self.saas:
+            return [OS]
+        return [doc["subdomain"] for doc in self.registry.find({}, projection={"subdomain": 1})]
+
+    def facade(self) -> Storage | TenantStorage:
+        """What the rest of the runtime uses as "the storage": the plain one in single-tenant mode."""
+        return TenantStorage(self) if self.saas else self.base
+
+    def ensure_indexes(self) -> None:
+        self.base.ensure_indexes()
+        if self.saas:
+            self.registry.create_index("subdomain", unique=True)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class TenantStorage:
+    """Looks like :class:`Storage`; every attribute is the bound tenant's."""
+
+    def __init__(self, tenants: Tenants) -> None:
+        self._tenants = tenants
+
+    def __getattr__(self, name: str) -> Any:
+        subdomain = _current.get()
+        if subdomain is None:
+            raise StorageError(f"no tenant is bound for storage.{name} (VERSION=saas)")
+        return getattr(self._tenants.storage(subdomain), name)
+
+
+def with_tenant(tenants: Tenants, handler: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    """Wrap a procedure handler: bind the envelope's tenant while it runs."""
+    def run(envelope: dict[str, Any]) -> Any:
+        subdomain = envelope.get("subdomain") if isinstance(envelope, dict) else None
+        with bound(tenants.key(subdomain or OS)):
+            return handler(envelope)
+
+    run.__name__ = getattr(handler, "__name__", "handler")
+    return run
+
+
+def bind_request(tenants: Tenants | None, headers: Any) -> str:
+    """Bind an HTTP request's tenant (from erxes's ``hostname`` header) for the rest of its task; the work it
+    hands to threads with ``asyncio.to_thread`` inherits it. Raises RequestError for a bad name (saas)."""
+    if tenants is None or not tenants.saas:
+        _current.set(OS)
+        return OS
+    key = tenants.key(subdomain_of_host(headers.get("hostname") or headers.get("Host")))
+    _current.set(key)
+    return key

@@ -3,6 +3,10 @@
     webhook-secret INBOX_ID          print the integration's /receive signing secret
     quarantine list [INBOX_ID]       list quarantined mails
     quarantine reprocess ENTRY_ID    push a quarantined mail through the running runtime's /receive, then drop it
+    new-key                          print a fresh key for SECRET_KEYS
+    reseal                           seal every integration's password and webhook secret with the first of
+                                     SECRET_KEYS: plain ones (written by erxes's plugin) and ones sealed with an
+                                     older key; every tenant database with VERSION=saas. Safe while running.
 """
 from __future__ import annotations
 
@@ -11,14 +15,18 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
+from pymongo.errors import PyMongoError
 
 from runtime.config import load_config
 from runtime.errors import ConfigError, RuntimeFault
 from runtime.push import sign
+from runtime.sealing import Sealer, new_key
 from runtime.storage import Storage
+from runtime.tenants import Tenants
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,13 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     again = qsub.add_parser("reprocess")
     again.add_argument("entry_id")
     again.add_argument("--url", help="the runtime's base URL (default http://127.0.0.1:<PORT>)")
+    sub.add_parser("new-key")
+    sub.add_parser("reseal")
     args = parser.parse_args(argv)
+    if args.command == "new-key":
+        print(new_key())
+        return 0
     try:
         config = load_config(args.config)
+        sealer = Sealer.from_setting(config.secret_keys)
     except ConfigError as exc:
         print(f"admin: bad setting {exc}", file=sys.stderr)
         return 2
-    storage = Storage(config.mongo_url, database=config.mongo_database)
+    if args.command == "reseal":
+        return reseal(config, sealer)
+    storage = Storage(config.mongo_url, database=config.mongo_database, sealer=sealer)
     try:
         if args.command == "webhook-secret":
             doc = storage.get_integration(args.inbox_id)
@@ -62,6 +78,27 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         storage.close()
     return 0
+
+
+def reseal(config: Any, sealer: Sealer) -> int:
+    tenants = Tenants(config.mongo_url, database=config.mongo_database, saas=config.version == "saas",
+                      sealer=sealer)
+    status = 0
+    try:
+        for subdomain in tenants.known():
+            changed, current, failed = tenants.storage(subdomain).reseal_integrations()
+            print(f"{subdomain}: {changed} integration(s) resealed with key {sealer.current_id}, "
+                  f"{current} already current")
+            if failed:
+                status = 1
+                print(f"admin: {subdomain}: secrets that no key of SECRET_KEYS unseals: {', '.join(failed)}",
+                      file=sys.stderr)
+    except (RuntimeFault, PyMongoError) as exc:
+        print(f"admin: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        tenants.close()
+    return status
 
 
 def reprocess(storage: Storage, entry_id: str, base_url: str) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from runtime.errors import ConfigError
+from runtime.sealing import parse_keys
 
 __all__ = ["Config", "DEFAULTS", "ENV_SETTINGS", "load_config"]
 
@@ -45,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "sent_folder": "Sent",
     "log_level": "INFO",
     "log_format": "text",
+    "secret_keys": "",
+    "attachment_url_prefix": "",
 }
 
 # Environment variable -> Config field. erxes's names first, then ours.
@@ -66,6 +69,8 @@ ENV_SETTINGS: dict[str, str] = {
     "IMPORT_DAYS": "lookback_days",
     "LOG_LEVEL": "log_level",
     "LOG_FORMAT": "log_format",
+    "SECRET_KEYS": "secret_keys",
+    "ATTACHMENT_URL_PREFIX": "attachment_url_prefix",
 }
 
 
@@ -98,6 +103,8 @@ class Config:
     log_level: str
     log_format: str
     jwt_token_secret: str = field(default="", repr=False)
+    secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    attachment_url_prefix: str = ""
 
     @property
     def rpc_timeout(self) -> float:
@@ -294,6 +301,8 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "log_level": _log_level,
     "log_format": _choice("text", "json"),
     "jwt_token_secret": _text,
+    "secret_keys": parse_keys,
+    "attachment_url_prefix": _text,
 }
 
 

@@ -30,6 +30,7 @@ from runtime.imap import connect
 from runtime.procedures import ImapProcedures
 from runtime.push import PushIngest
 from runtime.sending import MailSender
+from runtime.sealing import Sealer
 from runtime.registry import (Registration, ServiceDirectory, queue_actions, redis_client, service_address,
                               service_config)
 from runtime.standalone import Standalone
@@ -140,7 +141,8 @@ class Runtime:
 
 
 def start_tenants(config: Config) -> Tenants:
-    tenants = Tenants(config.mongo_url, database=config.mongo_database, saas=config.version == "saas")
+    tenants = Tenants(config.mongo_url, database=config.mongo_database, saas=config.version == "saas",
+                      sealer=Sealer.from_setting(config.secret_keys))
     tenants.base.ping()
     tenants.ensure_indexes()
     logger.info("MongoDB ready (database %s%s)", config.mongo_database,

@@ -166,7 +166,7 @@ class MailSender:
     def _integration(self, request: _Request) -> dict[str, Any]:
         if request.sender:
             address = request.sender[1].strip()
-            doc = self._storage.integrations.find_one({"user": address}) or next(
+            doc = self._storage.find_integration({"user": address}) or next(
                 (d for d in self._storage.list_integrations()
                  if str(d.get("user") or "").strip().lower() == address.lower()), None)
             if doc is not None:

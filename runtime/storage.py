@@ -7,6 +7,12 @@ Uniqueness is scoped per integration (the contract's policy): ``(inboxIntegratio
 ``(inboxIntegrationId, email)`` for customers. A message document goes through ``ingestState`` ``pending`` (the
 intent is recorded, with the conversation id once known) -> ``stored`` (the conversation call is done) -> ``done``
 (announced to inbox). Readers of the UI only see ``stored``/``done`` ones.
+
+Secrets at rest (``password``, ``webhookSecret`` of ``imap_integrations``) are sealed on write and unseal on read
+here, in one place (:mod:`runtime.sealing`): ``get_integration``, ``get_integration_by_id``, ``find_integration``,
+``list_integrations`` and ``save_integration`` return documents with plain secrets, for internal use only (never
+for a response). Plain values (erxes's own records) read as they are until ``reseal_integrations`` seals them. A
+Storage built without a sealer (tools, tests) writes plain values and refuses to read sealed ones.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from runtime.errors import StorageError
+from runtime.sealing import Sealer, is_sealed
 
 __all__ = ["Storage", "utcnow"]
 
@@ -29,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 PENDING, STORED, DONE = "pending", "stored", "done"
 MAX_RAW_IN_DOCUMENT = 15 * 1024 * 1024  # MongoDB documents hold 16 MiB
+SECRET_FIELDS = ("password", "webhookSecret")
 
 
 def utcnow() -> dt.datetime:
@@ -41,7 +49,8 @@ class Storage:
     """Thin, typed access to the runtime's collections. Thread-safe (pymongo clients are)."""
 
     def __init__(self, mongo_url: str, *, database: str | None = None, timeout_ms: int = 10000,
-                 client: pymongo.MongoClient | None = None) -> None:
+                 client: pymongo.MongoClient | None = None, sealer: Sealer | None = None) -> None:
+        self.sealer = sealer
         self._client = client or pymongo.MongoClient(
             mongo_url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
             socketTimeoutMS=max(timeout_ms, 30000), tz_aware=True, appname="imap-runtime")
@@ -82,25 +91,78 @@ class Storage:
     def save_integration(self, inbox_id: str, details: dict[str, Any]) -> dict[str, Any]:
         """Insert or replace the details of the integration ``inbox_id``; returns the stored document."""
         now = utcnow()
-        return self.integrations.find_one_and_update(
+        details = {k: (self._seal(k, inbox_id, v) if k in SECRET_FIELDS else v) for k, v in details.items()}
+        return self._open(self.integrations.find_one_and_update(
             {"inboxId": inbox_id},
             {"$set": {**details, "inboxId": inbox_id, "updatedAt": now},
              "$setOnInsert": {"createdAt": now, "healthStatus": "healthy", "error": None,
-                              "webhookSecret": secrets.token_urlsafe(32)}},
-            upsert=True, return_document=pymongo.ReturnDocument.AFTER)
+                              "webhookSecret": self._seal("webhookSecret", inbox_id, secrets.token_urlsafe(32))}},
+            upsert=True, return_document=pymongo.ReturnDocument.AFTER))
 
     def get_integration(self, inbox_id: str) -> dict[str, Any] | None:
-        return self.integrations.find_one({"inboxId": inbox_id})
+        return self._open(self.integrations.find_one({"inboxId": inbox_id}))
+
+    def find_integration(self, query: dict[str, Any]) -> dict[str, Any] | None:
+        return self._open(self.integrations.find_one(query))
 
     def get_integration_by_id(self, object_id: str) -> dict[str, Any] | None:
         try:
             oid = ObjectId(object_id)
         except (InvalidId, TypeError):
             return None
-        return self.integrations.find_one({"_id": oid})
+        return self._open(self.integrations.find_one({"_id": oid}))
 
     def list_integrations(self) -> list[dict[str, Any]]:
-        return list(self.integrations.find({}))
+        """Every integration, secrets unsealed; one whose secrets do not unseal (its key was dropped from
+        SECRET_KEYS) comes without them and with ``sealError``, so it cannot stop the others."""
+        found = []
+        for doc in self.integrations.find({}):
+            try:
+                found.append(self._open(doc))
+            except StorageError as exc:
+                logger.error("Integration %s: %s", doc.get("inboxId"), exc)
+                found.append({**{k: v for k, v in doc.items() if k not in SECRET_FIELDS}, "sealError": str(exc)})
+        return found
+
+    def _seal(self, field: str, inbox_id: str, value: Any) -> Any:
+        if self.sealer is None or not isinstance(value, str) or not value or is_sealed(value):
+            return value
+        return self.sealer.seal(value, context=f"{field}:{inbox_id}")
+
+    def _open(self, doc: Any) -> Any:
+        """``doc`` with its secrets unsealed (a copy); None stays None."""
+        if doc is None or not any(is_sealed(doc.get(f)) for f in SECRET_FIELDS):
+            return doc
+        if self.sealer is None:
+            raise StorageError(f"integration {doc.get('inboxId')} has sealed secrets and no SECRET_KEYS are given")
+        return {**doc, **{f: self.sealer.unseal(doc[f], context=f"{f}:{doc.get('inboxId')}")
+                          for f in SECRET_FIELDS if is_sealed(doc.get(f))}}
+
+    def reseal_integrations(self) -> tuple[int, int, list[str]]:
+        """Seal every secret with the first key: plain ones (erxes's records) and ones sealed with an older key.
+        Returns ``(documents changed, documents already current, inbox ids whose secrets do not unseal)``. Safe
+        while the runtime runs: each update applies only if the values are still the ones read."""
+        if self.sealer is None:
+            raise StorageError("reseal needs SECRET_KEYS")
+        changed = current = 0
+        failed: list[str] = []
+        for doc in self.integrations.find({}, projection={"inboxId": 1, **{f: 1 for f in SECRET_FIELDS}}):
+            inbox_id = doc.get("inboxId")
+            old = {f: doc[f] for f in SECRET_FIELDS if isinstance(doc.get(f), str) and doc[f]
+                   and not self.sealer.is_current(doc[f])}
+            if not old:
+                current += 1
+                continue
+            try:
+                new = {f: self.sealer.seal(self.sealer.unseal(v, context=f"{f}:{inbox_id}"),
+                                           context=f"{f}:{inbox_id}") for f, v in old.items()}
+            except StorageError as exc:
+                logger.warning("Integration %s: %s", inbox_id, exc)
+                failed.append(str(inbox_id))
+                continue
+            if self.integrations.update_one({"_id": doc["_id"], **old}, {"$set": new}).modified_count:
+                changed += 1
+        return changed, current, failed
 
     def set_health(self, inbox_id: str, *, state: str, healthy: bool, error: str | None,
                    synced: bool = False) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 
 from runtime.errors import RequestError, StorageError
+from runtime.sealing import Sealer
 from runtime.storage import Storage, utcnow
 
 __all__ = ["Tenants", "TenantStorage", "subdomain_of_host", "bound", "current"]
@@ -50,9 +51,11 @@ def subdomain_of_host(hostname: str | None) -> str:
 
 
 class Tenants:
-    def __init__(self, mongo_url: str, *, database: str, saas: bool, timeout_ms: int = 10000) -> None:
+    def __init__(self, mongo_url: str, *, database: str, saas: bool, timeout_ms: int = 10000,
+                 sealer: Sealer | None = None) -> None:
         self.saas = saas
-        self.base = Storage(mongo_url, database=database, timeout_ms=timeout_ms)
+        self.sealer = sealer
+        self.base = Storage(mongo_url, database=database, timeout_ms=timeout_ms, sealer=sealer)
         self._client = self.base._client
         self._database = database
         self._storages: dict[str, Storage] = {OS: self.base} if not saas else {}
@@ -82,7 +85,7 @@ class Tenants:
         with self._lock:
             found = self._storages.get(key)
             if found is None:
-                found = Storage("", database=f"{self._database}_{key}", client=self._client)
+                found = Storage("", database=f"{self._database}_{key}", client=self._client, sealer=self.sealer)
                 found.ensure_indexes()
                 for hook in self._index_hooks:
                     hook(found)

@@ -53,5 +53,6 @@ def make_app(config: Any, *, deps: WebDeps) -> tornado.web.Application:
         *ops_routes(deps.ready, deps.probe),
         *(receive_routes(storage=deps.storage, push=deps.push, max_bytes=config.max_mail_bytes, tenants=deps.tenants)
           if deps.push is not None else []),
-        *(graphql.routes(deps) + attachments.routes(deps) if deps.storage is not None else []),
+        *(graphql.routes(deps, attachment_url_prefix=getattr(config, "attachment_url_prefix", ""))
+          + attachments.routes(deps) if deps.storage is not None else []),
     ], debug=False, xheaders=True)

@@ -128,10 +128,11 @@ def _unexpected(exc: BaseException) -> bool:
     return isinstance(exc, (AttributeError, KeyError, TypeError, NameError, IndexError, AssertionError))
 
 
-def routes(deps: Any) -> list[tuple[Any, ...]]:
+def routes(deps: Any, *, attachment_url_prefix: str = "") -> list[tuple[Any, ...]]:
     """``/graphql`` and GraphiQL's bundled assets. ``deps`` carries ``storage``, ``sender`` and optionally
     ``tenants`` (the request's tenant comes from its ``hostname`` header)."""
-    context = {"storage": deps.storage, "sender": deps.sender, "tenants": getattr(deps, "tenants", None)}
+    context = {"storage": deps.storage, "sender": deps.sender, "tenants": getattr(deps, "tenants", None),
+               "attachment_url_prefix": attachment_url_prefix}
     return [
         (r"/graphql", GraphQLHandler, {"schema": default_schema, "context": context}),
         (r"/graphiql-static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC_DIR)}),

@@ -34,6 +34,7 @@ from graphql.utilities import value_from_ast_untyped
 
 from runtime.procedures import public_details
 from runtime.quoting import split_quoted
+from runtime.sanitize import sanitize_html
 from web.auth import require_user
 
 __all__ = ["LOGS_LIMIT", "federation_sdl", "jsonable", "schema"]
@@ -162,10 +163,15 @@ def _addresses(entries: Any) -> list[dict[str, Any]]:
             for e in entries or [] if isinstance(e, dict)]
 
 
-def mail_data(doc: dict[str, Any]) -> dict[str, Any]:
-    """The ``mailData`` of one stored message, as erxes's UI reads it."""
-    body = doc.get("body") or ""
-    quoted = split_quoted(body)
+def mail_data(doc: dict[str, Any], url_prefix: str = "") -> dict[str, Any]:
+    """The ``mailData`` of one stored message, as erxes's UI reads it; the HTML sanitised (runtime.sanitize), with
+    ``cid:`` images pointing at ``<url_prefix>/read-mail-attachment``. The stored body is left as it came."""
+    raw = doc.get("body") or ""
+    quoted = split_quoted(raw)
+    clean = functools.partial(sanitize_html, attachments=doc.get("attachments") or [],
+                              message_id=str(doc.get("_id", "")),
+                              integration_id=str(doc.get("inboxIntegrationId") or ""), url_prefix=url_prefix)
+    body = clean(raw)
     return {
         "messageId": doc.get("messageId"),
         "from": _addresses(doc.get("from")),
@@ -175,15 +181,17 @@ def mail_data(doc: dict[str, Any]) -> dict[str, Any]:
         "subject": doc.get("subject") or "",
         "body": body,
         "attachments": jsonable(doc.get("attachments") or []),
-        "newContent": quoted.new_content,
-        "replies": quoted.replies,
+        "newContent": clean(quoted.new_content),
+        "replies": clean(quoted.replies),
     }
 
 
 @login_required
 def resolve_conversation_detail(root: Any, info: Any, conversationId: str) -> list[dict[str, Any]]:
     messages = info.context["storage"].conversation_messages(conversationId)
-    return [{"_id": str(m["_id"]), "createdAt": m.get("createdAt"), "mailData": mail_data(m)} for m in messages]
+    prefix = info.context.get("attachment_url_prefix") or ""
+    return [{"_id": str(m["_id"]), "createdAt": m.get("createdAt"), "mailData": mail_data(m, prefix)}
+            for m in messages]
 
 
 @login_required

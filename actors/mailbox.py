@@ -284,6 +284,7 @@ class Mailbox:
             self._pipeline.resolve(Incoming(self.inbox_id, self._subdomain, fp.name, uid, mail, self._reply_to,
                                             fetched_at))
         fp.need_sync = len(uids) > len(batch)
+        self._after_sync()  # the last batch had mail: the mailbox is caught up all the same
         return True
 
     def _set_aside(self, fp: FolderProgress, uid: int, reason: str, *, raw: bytes | None = None,

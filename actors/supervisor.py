@@ -57,9 +57,14 @@ class Supervisor:
     def start_all(self) -> int:
         """Start a mailbox for every stored integration this process should listen to; returns how many."""
         started = 0
-        for subdomain in self._tenants():
-            with bound(subdomain):
-                started += self._start_tenant(subdomain)
+        try:
+            for subdomain in self._tenants():
+                with bound(subdomain):
+                    started += self._start_tenant(subdomain)
+        except Exception:  # noqa: BLE001 - told at start-up: nobody reads the future, so say it here
+            logger.exception("Could not start every stored integration (%d started)", started)
+            raise
+        logger.info("Started %d mailbox(es)", started)
         return started
 
     def _start_tenant(self, subdomain: str) -> int:

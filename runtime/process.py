@@ -84,8 +84,9 @@ class Runtime:
         self.supervisor = self._spawn(SupervisorActor.start(
             storage=self.storage, mailbox_factory=self._mailbox_factory(customers.proxy()), tenants=self.tenants.known,
             max_delay=self.config.restart_max_delay_seconds)).proxy()
-        count = self.supervisor.start_all().get(timeout=ASK_TIMEOUT)
-        logger.info("Started %d mailbox(es)", count)
+        # Not awaited: with a thousand integrations spawning every mailbox takes a while, and serving (health,
+        # procedures, registration) must not wait for it or time out on it. The supervisor logs how many started.
+        self.supervisor.start_all()
         sender = MailSender(storage=self.storage, erxes=erxes, supervisor=self.supervisor, config=self.config,
                             imap_factory=self.imap_factory, max_attachment_bytes=self.config.max_mail_bytes)
         procedures = ImapProcedures(storage=self.storage, supervisor=self.supervisor, sender=sender,

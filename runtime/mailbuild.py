@@ -31,6 +31,7 @@ MAX_REFERENCES = 100            # a longer chain keeps its first id and the newe
 _POLICY = email.policy.SMTP.clone(cte_type="7bit", refold_source="none")  # CRLF; 8-bit parts get QP/base64
 _REPLY_PREFIX = re.compile(r"^\s*(re|aw)(\[\d+\])?\s*:", re.IGNORECASE)
 _MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$", re.IGNORECASE)
+MAX_ID_LENGTH = 998  # RFC 5322's line limit
 _ID_TOKEN = re.compile(r"<([^<>\s]+)>|([^\s<>,]+@[^\s<>,]+)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -83,7 +84,10 @@ def normalize_message_id(value: object) -> str | None:
     """``"<a@b>"`` or ``"a@b"`` -> ``"<a@b>"``; anything else (no ``@``, spaces, empty) -> None."""
     if not isinstance(value, str):
         return None
-    match = _ID_TOKEN.search(value.strip())
+    value = value.strip()
+    if len(value) > MAX_ID_LENGTH:  # no header line is longer; and _ID_TOKEN's search is quadratic on long input
+        return None
+    match = _ID_TOKEN.search(value)
     if not match:
         return None
     inner = match.group(1) or match.group(2)

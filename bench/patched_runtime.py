@@ -1,0 +1,61 @@
+"""EXPERIMENT ONLY: ``python -m runtime`` with a candidate product change applied in memory, to measure what the
+change would buy before anyone writes it. The product code is not touched; the headline figures never use this.
+
+    BENCH_PATCHES=split-thread-lookup .venv/bin/python -m bench.patched_runtime   (same env as python -m runtime)
+
+Patches:
+  split-thread-lookup  ``Storage.find_thread_conversation`` as two plain indexed queries (messageId $in, then
+                       references $in) and the earliest match with a conversation picked in Python, instead of
+                       one ``$or`` + ``inboxConversationId $nin`` + sort, which SecantusDB answers with a
+                       collection scan (bench/storage_ops.py). Same answer.
+  shared-tls-context   ``runtime.imap.tls_context`` memoised per CA (one SSLContext shared by all mailboxes, which
+                       SSLContext allows) instead of a new context loading the system's 144 CA certificates
+                       (~18 ms of CPU) at every connect, TLS or not.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Iterable
+
+
+def _split_thread_lookup() -> None:
+    from runtime.storage import Storage
+
+    def find_thread_conversation(self: Any, inbox_id: str, message_ids: Iterable[str]) -> str | None:
+        ids = [m for m in dict.fromkeys(message_ids) if m]
+        if not ids:
+            return None
+        found: list[dict[str, Any]] = []
+        for field in ("messageId", "references"):
+            found += self.messages.find({"inboxIntegrationId": inbox_id, field: {"$in": ids}},
+                                        projection={"inboxConversationId": 1, "createdAt": 1})
+        found = [d for d in found if d.get("inboxConversationId")]
+        return min(found, key=lambda d: d["createdAt"])["inboxConversationId"] if found else None
+
+    Storage.find_thread_conversation = find_thread_conversation  # type: ignore[method-assign]
+
+
+def _shared_tls_context() -> None:
+    import functools
+
+    import runtime.imap
+
+    runtime.imap.tls_context = functools.lru_cache(maxsize=64)(runtime.imap.tls_context)  # type: ignore[assignment]
+
+
+PATCHES: dict[str, Callable[[], None]] = {"split-thread-lookup": _split_thread_lookup,
+                                          "shared-tls-context": _shared_tls_context}
+
+
+def main() -> int:
+    for name in filter(None, os.environ.get("BENCH_PATCHES", "").split(",")):
+        PATCHES[name]()
+        print(f"bench.patched_runtime: EXPERIMENT: patch {name} applied", file=sys.stderr, flush=True)
+    from runtime.__main__ import main as runtime_main
+
+    return runtime_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -105,6 +105,30 @@ def delete_queues(amqp_url: str, suffix: str) -> None:
         conn.close()
 
 
+@pytest.fixture
+def runtime(services: dict[str, str], mongo_url: str, prefix: str) -> Iterator[Any]:
+    """An in-process runtime (standalone: the erxes emulation) on this test's database and queue suffix."""
+    from runtime.process import Runtime
+    from tests.e2e import runtime_config
+
+    rt = Runtime(runtime_config(services, mongo_url=mongo_url, prefix=prefix))
+    try:
+        rt.start()
+        yield rt
+    finally:
+        rt.stop()
+
+
+@pytest.fixture
+def caller(amqp_url: str, prefix: str) -> Iterator[Any]:
+    """Plays erxes on the broker (tests/e2e.py Caller)."""
+    from tests.e2e import Caller
+
+    c = Caller(amqp_url, prefix)
+    yield c
+    c.close()
+
+
 class MailServer:
     """The test Dovecot: users are added per test; mail is appended over IMAP."""
 

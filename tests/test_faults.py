@@ -18,13 +18,6 @@ FAST = {"idle_watchdog_seconds": 2.0, "imap_timeout_seconds": 2.0}
 
 
 @pytest.fixture
-def caller(amqp_url: str, prefix: str) -> Iterator[Caller]:
-    c = Caller(amqp_url, prefix)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def proxies() -> Iterator[list[FaultProxy]]:
     made: list[FaultProxy] = []
     yield made

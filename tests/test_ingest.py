@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import logging
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -14,23 +14,6 @@ from runtime.errors import RpcError
 from runtime.process import Runtime
 from tests.conftest import MailServer, make_mail, wait_for
 from tests.e2e import Caller, runtime_config
-
-
-@pytest.fixture
-def runtime(services: dict[str, str], mongo_url: str, prefix: str) -> Iterator[Runtime]:
-    rt = Runtime(runtime_config(services, mongo_url=mongo_url, prefix=prefix))
-    try:
-        rt.start()
-        yield rt
-    finally:
-        rt.stop()
-
-
-@pytest.fixture
-def caller(amqp_url: str, prefix: str) -> Iterator[Caller]:
-    c = Caller(amqp_url, prefix)
-    yield c
-    c.close()
 
 
 def connect_mailbox(caller: Caller, mailserver: MailServer, db: Any, inbox_id: str) -> tuple[str, str]:

@@ -14,13 +14,6 @@ LOG_DIR = Path("/tmp/imap-runtime/test-logs")
 
 
 @pytest.fixture
-def caller(amqp_url: str, prefix: str) -> Iterator[Caller]:
-    c = Caller(amqp_url, prefix)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def process(services: dict[str, str], mongo_url: str, prefix: str, request: Any) -> Iterator[RuntimeProcess]:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     proc = RuntimeProcess(services, mongo_url=mongo_url, prefix=prefix, log_path=LOG_DIR / f"{request.node.name}.log")

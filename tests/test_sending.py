@@ -30,23 +30,6 @@ from tests.e2e import Caller, free_port, runtime_config
 
 
 @pytest.fixture
-def runtime(services: dict[str, str], mongo_url: str, prefix: str) -> Iterator[Runtime]:
-    rt = Runtime(runtime_config(services, mongo_url=mongo_url, prefix=prefix))
-    try:
-        rt.start()
-        yield rt
-    finally:
-        rt.stop()
-
-
-@pytest.fixture
-def caller(amqp_url: str, prefix: str) -> Iterator[Caller]:
-    c = Caller(amqp_url, prefix)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def sender(runtime: Runtime) -> MailSender:
     config = runtime.config
     erxes = ErxesClient(runtime.broker, customer_service=config.customer_service, timeout=config.rpc_timeout,

@@ -23,7 +23,7 @@ from actors.web import WebActor
 from runtime.logs_collect import collect_items
 from runtime.process import Runtime
 from tests.conftest import MailServer, wait_for
-from tests.e2e import Caller, runtime_config
+from tests.e2e import Caller
 from web import attachments, graphql
 
 USER_HEADER = {"user": base64.b64encode(json.dumps({"_id": "agent-1", "username": "agent"}).encode()).decode()}
@@ -71,23 +71,6 @@ class Served:
         from urllib.parse import urlencode
         query = urlencode({"messageId": message_id, "integrationId": integration_id, "filename": filename})
         return self.request(f"/read-mail-attachment?{query}", headers=USER_HEADER if user else {})
-
-
-@pytest.fixture
-def runtime(services: dict[str, str], mongo_url: str, prefix: str) -> Iterator[Runtime]:
-    rt = Runtime(runtime_config(services, mongo_url=mongo_url, prefix=prefix))
-    try:
-        rt.start()
-        yield rt
-    finally:
-        rt.stop()
-
-
-@pytest.fixture
-def caller(amqp_url: str, prefix: str) -> Iterator[Caller]:
-    c = Caller(amqp_url, prefix)
-    yield c
-    c.close()
 
 
 @pytest.fixture

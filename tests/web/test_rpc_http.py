@@ -44,13 +44,6 @@ def runtime(services: dict[str, str], mongo_url: str, prefix: str, redis_keys: R
         rt.stop()
 
 
-@pytest.fixture
-def caller(amqp_url: str, prefix: str) -> Iterator[Caller]:
-    c = Caller(amqp_url, prefix)
-    yield c
-    c.close()
-
-
 def post(rt: Runtime, path: str, body: bytes) -> tuple[int, Any]:
     request = urllib.request.Request(f"http://127.0.0.1:{rt.web_port}{path}", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})

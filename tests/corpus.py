@@ -68,7 +68,8 @@ def realistic_mix(n: int, to: str, *, seed: int, senders: int = 50, reply_ratio:
                    ("Message-ID", message_id), ("MIME-Version", "1.0")]
         if in_reply_to:
             headers += [("In-Reply-To", in_reply_to), ("References", " ".join(chain[-20:]))]
-        text = f"Hello,\n\nmail {i} of thread {thread}. " + " ".join(rnd.choice(LAST) for _ in range(rnd.randint(5, 80)))
+        words = " ".join(rnd.choice(LAST) for _ in range(rnd.randint(5, 80)))
+        text = f"Hello,\n\nmail {i} of thread {thread}. " + words
         kind = rnd.random()
         if kind < 0.6:
             raw = _mail(headers, [("Content-Type", "text/plain; charset=utf-8"),
@@ -158,7 +159,8 @@ def broken_boundary(rnd: random.Random, to: str) -> bytes:
     if variant == 1:  # no closing boundary, truncated mid-part
         return _multipart(_base(rnd, to), "alternative", [text, html[: rnd.randint(1, len(html))]], close=False)
     if variant == 2:  # empty boundary parameter
-        return _mail(_base(rnd, to), [("Content-Type", 'multipart/mixed; boundary=""')], b"--\r\n" + text + b"\r\n----\r\n")
+        return _mail(_base(rnd, to), [("Content-Type", 'multipart/mixed; boundary=""')],
+                     b"--\r\n" + text + b"\r\n----\r\n")
     if variant == 3:  # no boundary parameter at all
         return _mail(_base(rnd, to), [("Content-Type", "multipart/related")], b"--x\r\n" + text)
     if variant == 4:  # nested multipart reusing its parent's boundary
@@ -169,7 +171,8 @@ def broken_boundary(rnd: random.Random, to: str) -> bytes:
         return _multipart(_base(rnd, to), "mixed", [text, html], boundary=b.replace('"', ""))
     if variant == 6:  # parts without headers or blank lines, preamble and epilogue junk
         return _mail(_base(rnd, to), [("Content-Type", 'multipart/mixed; boundary="q"')],
-                     _junk_bytes(rnd, 200) + b"\r\n--q\r\nno header here\r\n--q\r\n\r\n--q--\r\n" + _junk_bytes(rnd, 200))
+                     _junk_bytes(rnd, 200) + b"\r\n--q\r\nno header here\r\n--q\r\n\r\n--q--\r\n"
+                     + _junk_bytes(rnd, 200))
     subtype = rnd.choice(["", "x-weird", "mixed;;", "alternative"])
     boundary = rnd.choice(["a", "a b", '"', "--", "a;b=c"])
     return _mail(_base(rnd, to), [("Content-Type", f"multipart/{subtype}; boundary={boundary}")],

@@ -128,7 +128,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-# -- 1. kill -9 at 10 random moments while ingesting 1,000 mails --------------------------------------------------------
+# -- 1. kill -9 at 10 random moments while ingesting 1,000 mails ------------------------------------------------------
 
 @pytest.mark.timeout(420)
 def test_kill_9_at_10_random_moments_while_ingesting_1000_mails(process, caller, mailserver, db):
@@ -371,9 +371,10 @@ def test_wrong_passwords_do_not_slow_the_good_mailboxes(runtime_factory, caller,
     assert crashes(db) == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: mail arriving between the mailbox's last command and its IDLE is "
-                                       "not announced by Dovecot during that IDLE; the runtime sees it only at "
-                                       "the watchdog (55 s) or Dovecot's own 30 s check; see docs/reliability.md")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="bug: mail arriving while the mailbox is between commands (after its last SEARCH, before "
+                          "IDLE) is not announced by Dovecot during that IDLE; the runtime sees it only at the "
+                          "watchdog (55 s); see docs/reliability.md")
 def test_mail_arriving_just_before_idle_is_ingested_promptly(services, mongo_url, prefix, caller, mailserver, db):
     """Deterministic: the IMAP client's ``idle()`` appends a mail (from another session) right before it sends
     IDLE, as if it had arrived in that window. Production timings (watchdog 55 s)."""
@@ -480,12 +481,14 @@ def test_hostile_corpus_is_stored_or_quarantined_and_nothing_crashes(runtime_fac
     assert rt.supervisor.listening().get() == {inbox: True}
     boxes = [r for r in pykka.ActorRegistry.get_by_class(MailboxActor) if r.is_alive()]
     assert len(boxes) == 1 and boxes[0].proxy().status().get(timeout=5)["state"] == "idle"
-    assert all(r.is_alive() for cls in (CustomerActor, ConversationActor) for r in pykka.ActorRegistry.get_by_class(cls))
+    pipeline = [r for cls in (CustomerActor, ConversationActor) for r in pykka.ActorRegistry.get_by_class(cls)]
+    assert pipeline and all(r.is_alive() for r in pipeline)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a mail with no usable sender is retried 5 times with backoff "
-                                       "(1+2+4+8 s) before quarantine, stalling its mailbox ~15 s; see "
-                                       "docs/reliability.md")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="bug: a mail with no usable sender is retried 5 times with backoff (1+2+4+8 s) before "
+                          "quarantine, holding its cursor and re-fetching the in-flight window each time; see "
+                          "docs/reliability.md")
 def test_mail_without_a_usable_sender_is_quarantined_without_stalling(runtime_factory, caller, mailserver, db):
     runtime_factory()
     inbox = "inbox-nofrom"
@@ -732,15 +735,16 @@ def test_malformed_rpc_requests_get_error_replies_and_the_runtime_keeps_serving(
     assert crashes(db) == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a deeply nested JSON request raises RecursionError past handle_rpc: "
-                                       "no reply over AMQP, HTTP 500 over HTTP; see docs/reliability.md")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="bug: a deeply nested JSON request raises RecursionError past handle_rpc: no reply over "
+                          "AMQP, HTTP 500 over HTTP; see docs/reliability.md")
 def test_deeply_nested_json_request_gets_an_error_reply(runtime_factory, amqp_url, prefix):
     rt = runtime_factory()
     body = b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     raw = RawRpc(amqp_url)
     try:
         key = raw.send(f"imap:getStatus{prefix}", body)
-        replies = raw.collect([key], timeout=10)
+        replies = raw.collect([key], timeout=5)
     finally:
         raw.close()
     status, reply = http_rpc(rt.web_port, "getStatus", body)
@@ -769,9 +773,10 @@ def test_send_request_with_a_long_reference_is_answered_quickly(field, runtime_f
     assert elapsed < 5.0, f"{elapsed:.1f} s for one request"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a host that is not a valid IDNA name (label over 63 characters, "
-                                       "empty label) raises UnicodeError out of runtime/imap.py connect(): the "
-                                       "mailbox actor crashes and is restarted forever, reported healthy")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="bug: a host that is not a valid IDNA name (label over 63 characters, empty label) raises "
+                          "UnicodeError out of runtime/imap.py connect(): the mailbox actor crashes and is restarted "
+                          "forever, reported healthy; see docs/reliability.md")
 @pytest.mark.parametrize("host", ["imap..example.com", "a" * 64 + ".example.com"])
 def test_integration_with_an_invalid_host_name_is_refused_or_backs_off(host, runtime_factory, caller, mailserver,
                                                                        db):
@@ -782,7 +787,7 @@ def test_integration_with_an_invalid_host_name_is_refused_or_backs_off(host, run
         caller.create_integration("inbox-host", details)
     except Exception:  # noqa: BLE001 - refusing it with an error reply is fine
         return
-    wait_for(lambda: state(db, "inbox-host") in ("backoff", "unhealthy"), timeout=10,
+    wait_for(lambda: state(db, "inbox-host") in ("backoff", "unhealthy"), timeout=5,
              message=f"backoff (state {state(db, 'inbox-host')})")
     time.sleep(2.0)
     assert crashes(db) == []

@@ -118,7 +118,8 @@ def mime_tree() -> st.SearchStrategy[bytes]:
 
 def _assemble(t: tuple[bytes, bytes, list[bytes], bool]) -> bytes:
     subtype, boundary, parts, close = t
-    body = b"".join(b"--" + boundary + b"\r\n" + p + b"\r\n" for p in parts) + (b"--" + boundary + b"--" if close else b"")
+    body = b"".join(b"--" + boundary + b"\r\n" + p + b"\r\n" for p in parts)
+    body += b"--" + boundary + b"--" if close else b""
     return b'Content-Type: multipart/' + subtype + b'; boundary="' + boundary + b'"\r\n\r\n' + body
 
 

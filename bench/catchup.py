@@ -22,9 +22,28 @@ import subprocess
 import time
 from typing import Any
 
-from bench.common import (RESULTS, Caller, CpuMeter, Run, RuntimeProcess, add_users, chunks, command_line,
-                          ensure_services, have_tool, imap_client, imap_details, log, machine_info, ratio,
-                          round_floats, server_meters, summary, wait_until, write_result)
+from bench.common import (
+    RESULTS,
+    Caller,
+    CpuMeter,
+    Run,
+    RuntimeProcess,
+    add_users,
+    chunks,
+    command_line,
+    ensure_services,
+    have_tool,
+    imap_client,
+    imap_details,
+    log,
+    machine_info,
+    ratio,
+    round_floats,
+    server_meters,
+    summary,
+    wait_until,
+    write_result,
+)
 from bench.corpus import realistic_mix
 
 TARGET_RATIO = 0.5

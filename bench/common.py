@@ -22,8 +22,9 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pymongo
 
@@ -113,7 +114,7 @@ def add_users(services: dict[str, str], count: int, prefix: str = "b") -> list[t
         os.utime(users_file, (stamp, stamp))
     user, password = users[-1]
     deadline = time.monotonic() + 10
-    while subprocess.run(["doveadm", "-c", str(mail_dir / "dovecot.conf"), "auth", "test", "-x", "service=imap",
+    while subprocess.run(["doveadm", "-c", str(mail_dir / "dovecot.conf"), "auth", "test", "-x", "service=imap",  # noqa: PLW1510
                           user, password], capture_output=True).returncode != 0:
         if time.monotonic() > deadline:
             raise RuntimeError("Dovecot did not accept the new users within 10 s")
@@ -220,7 +221,7 @@ class RuntimeProcess:
 
     def start(self, timeout: float = 60.0, wait_healthy: bool = True) -> float:
         """Start the process; returns the wall-clock time of the start (before exec)."""
-        log_file = open(self.log_path, "ab")
+        log_file = open(self.log_path, "ab")  # noqa: SIM115
         self.started_wall = time.time()
         self.proc = subprocess.Popen([sys.executable, "-m", self.module], env=self.env, cwd=REPO, stdout=log_file,
                                      stderr=subprocess.STDOUT)
@@ -399,11 +400,14 @@ class IdleProbe:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        started = self._thread.is_alive() or self._thread.ident is not None
+        if started:
+            self._thread.join(5)
         try:
-            self.client.idle_done()
+            if started:
+                self.client.idle_done()
             self.client.logout()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110
             pass
 
 
@@ -537,7 +541,7 @@ def server_meters(services: dict[str, str], runtime: RuntimeProcess | None = Non
 def machine_info() -> dict[str, Any]:
     def sh(cmd: str) -> str:
         try:
-            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()  # noqa: PLW1510
         except (OSError, subprocess.SubprocessError):
             return ""
 

@@ -16,9 +16,25 @@ import json
 import time
 from typing import Any
 
-from bench.common import (Caller, CpuMeter, Run, RuntimeProcess, Watcher, add_users, command_line, ensure_services,
-                          imap_client, imap_details, log, machine_info, round_floats, server_meters, summary,
-                          wait_until, write_result)
+from bench.common import (
+    Caller,
+    CpuMeter,
+    Run,
+    RuntimeProcess,
+    Watcher,
+    add_users,
+    command_line,
+    ensure_services,
+    imap_client,
+    imap_details,
+    log,
+    machine_info,
+    round_floats,
+    server_meters,
+    summary,
+    wait_until,
+    write_result,
+)
 
 TARGET_P95 = 1.0
 
@@ -87,7 +103,7 @@ def main() -> None:
             t_rpc = time.time()
             if args.with_mail:
                 mid = f"<ctl-{user}@example.com>"
-                wait_until(lambda: run.db.imap_messages.find_one({"messageId": mid, "ingestState": "done"}), 30,
+                wait_until(lambda: run.db.imap_messages.find_one({"messageId": mid, "ingestState": "done"}), 30,  # noqa: B023
                            interval=0.005, what=f"{inbox}'s mail stored")
                 t_stored = time.time()
                 time.sleep(2.0)
@@ -96,7 +112,7 @@ def main() -> None:
                              "state_after_2s": (run.db.imap_integrations.find_one({"inboxId": inbox}) or {})
                              .get("state")})
                 continue
-            wait_until(lambda: "idle" in events.states.get(inbox, {}), 30, interval=0.002, what=f"{inbox} IDLE")
+            wait_until(lambda: "idle" in events.states.get(inbox, {}), 30, interval=0.002, what=f"{inbox} IDLE")  # noqa: B023
             st = events.states[inbox]
             rows.append({"i": i, "rpc": t_rpc - t0, "idle": st["idle"] - t0,
                          "connecting": st.get("connecting", t0) - t0, "syncing": st.get("syncing", t0) - t0})

@@ -16,16 +16,68 @@ from __future__ import annotations
 
 import argparse
 import random
+import threading
 import time
 from typing import Any
 
-from bench.common import (Caller, CpuMeter, IdleProbe, Run, RuntimeProcess, Watcher, command_line, ensure_services,
-                          imap_client, imap_details, log, machine_info, ratio, round_floats, server_meters, summary,
-                          wait_until, add_users, write_result)
+from bench.common import (
+    Caller,
+    CpuMeter,
+    IdleProbe,
+    Run,
+    RuntimeProcess,
+    Watcher,
+    add_users,
+    command_line,
+    ensure_services,
+    imap_client,
+    imap_details,
+    log,
+    machine_info,
+    ratio,
+    round_floats,
+    server_meters,
+    summary,
+    wait_until,
+    write_result,
+)
 from bench.corpus import realistic_mix
 
 TARGET_P50_RATIO = 1.3
 TARGET_P99_RATIO = 2.0
+
+
+class StallMonitor:
+    """Pings MongoDB every 50 ms on a connection of its own and records pings slower than 100 ms (wall time,
+    duration): a storage stall shows up here and in the latency of the mails at that moment."""
+
+    def __init__(self, mongo_url: str) -> None:
+        import pymongo
+
+        self._client: Any = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=10000)
+        self.stalls: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mongo-stalls", daemon=True)
+
+    def start(self) -> StallMonitor:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            t0 = time.time()
+            try:
+                self._client.admin.command("ping")
+            except Exception:  # noqa: BLE001, S110
+                pass
+            took = time.time() - t0
+            if took > 0.1:
+                self.stalls.append((t0, took))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._client.close()
 
 
 class MessageEvents:
@@ -71,6 +123,7 @@ def measure(run: Run, runtime: RuntimeProcess, user: str, password: str, *, mail
     probe = probe or IdleProbe(services, user, password)
     base = probe.base
     probe.start()
+    stalls = StallMonitor(run.mongo_url).start()
     appender = imap_client(services, user, password)
     rnd = random.Random(seed)
     appended: dict[str, float] = {}
@@ -83,7 +136,7 @@ def measure(run: Run, runtime: RuntimeProcess, user: str, password: str, *, mail
         t0 = time.time()
         appended[mail.message_id] = t0
         try:
-            wait_until(lambda: mail.message_id in events.done and (base + i + 1) in probe.exists, timeout,
+            wait_until(lambda: mail.message_id in events.done and (base + i + 1) in probe.exists, timeout,  # noqa: B023
                        interval=0.002, what=f"mail {i}")
         except TimeoutError:
             missing.append(mail.message_id)
@@ -99,6 +152,7 @@ def measure(run: Run, runtime: RuntimeProcess, user: str, password: str, *, mail
     time.sleep(0.5)
     watcher.stop()
     probe.stop()
+    stalls.stop()
     appender.logout()
     docs = {d["messageId"]: d for d in run.db.imap_messages.find(
         {"messageId": {"$in": list(appended)}}, {"messageId": 1, "receivedAt": 1})}
@@ -112,13 +166,14 @@ def measure(run: Run, runtime: RuntimeProcess, user: str, password: str, *, mail
         note = notes.get(str(doc["_id"])) if doc else None
         exists_at = probe.exists.get(base + i + 1)
         per_mail.append({
-            "i": i,
+            "i": i, "t0": t0,
             "raw_idle": exists_at - t0 if exists_at else None,
             "fetched": doc["receivedAt"].timestamp() - t0 if doc and doc.get("receivedAt") else None,
             "stored": events.done[mid] - t0 if mid in events.done else None,
             "announced": note.timestamp() - t0 if note else None,
         })
-    out: dict[str, Any] = {"mails": mails, "pause_s": pause, "missing": len(missing), "cpu": cpu}
+    out: dict[str, Any] = {"mails": mails, "pause_s": pause, "missing": len(missing), "cpu": cpu,
+                           "mongo_ping_stalls_over_100ms": stalls.stalls}
     for key in ("raw_idle", "fetched", "stored", "announced"):
         out[key] = summary([m[key] for m in per_mail if m[key] is not None])
     for key in ("stored", "announced"):

@@ -11,12 +11,15 @@ Patches:
   shared-tls-context   ``runtime.imap.tls_context`` memoised per CA (one SSLContext shared by all mailboxes, which
                        SSLContext allows) instead of a new context loading the system's 144 CA certificates
                        (~18 ms of CPU) at every connect, TLS or not.
+  gc-log               not a change but a probe: logs every garbage collection slower than 50 ms
+                       ("bench-gc: generation G took N ms"), to correlate latency outliers with GC pauses.
 """
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 
 def _split_thread_lookup() -> None:
@@ -44,8 +47,28 @@ def _shared_tls_context() -> None:
     runtime.imap.tls_context = functools.lru_cache(maxsize=64)(runtime.imap.tls_context)  # type: ignore[assignment]
 
 
+def _gc_log() -> None:
+    import gc
+    import logging
+    import time
+
+    log = logging.getLogger("bench.gc")
+    started: list[float] = []
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            took = (time.perf_counter() - started[0]) * 1000
+            if took > 50:
+                log.warning("bench-gc: generation %s took %.0f ms (collected %s)", info.get("generation"), took,
+                            info.get("collected"))
+
+    gc.callbacks.append(callback)
+
+
 PATCHES: dict[str, Callable[[], None]] = {"split-thread-lookup": _split_thread_lookup,
-                                          "shared-tls-context": _shared_tls_context}
+                                          "shared-tls-context": _shared_tls_context, "gc-log": _gc_log}
 
 
 def main() -> int:

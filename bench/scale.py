@@ -31,9 +31,24 @@ from typing import Any
 
 from bench import latency
 from bench.catchup import start_profilers, stop_profilers
-from bench.common import (Caller, CpuMeter, IdleProbe, Run, RuntimeProcess, add_users, command_line,
-                          ensure_services, imap_details, log, machine_info, open_fds, round_floats, server_meters,
-                          summary, write_result)
+from bench.common import (
+    Caller,
+    CpuMeter,
+    IdleProbe,
+    Run,
+    RuntimeProcess,
+    add_users,
+    command_line,
+    ensure_services,
+    imap_details,
+    log,
+    machine_info,
+    open_fds,
+    round_floats,
+    server_meters,
+    summary,
+    write_result,
+)
 
 TARGET_IDLE_S = 60.0
 TARGET_RSS_MB = 500.0
@@ -41,7 +56,7 @@ TARGET_RSS_MB = 500.0
 
 def sessions_by_user(services: dict[str, str]) -> dict[str, list[int]]:
     """user -> imap process ids of its sessions (``doveadm who -1``)."""
-    out = subprocess.run(["doveadm", "-c", str(Path(services["MAIL_DIR"]) / "dovecot.conf"), "who", "-1"],
+    out = subprocess.run(["doveadm", "-c", str(Path(services["MAIL_DIR"]) / "dovecot.conf"), "who", "-1"],  # noqa: PLW1510
                          capture_output=True, text=True, timeout=60).stdout
     sessions: dict[str, list[int]] = {}
     for line in out.splitlines()[1:]:
@@ -52,17 +67,27 @@ def sessions_by_user(services: dict[str, str]) -> dict[str, list[int]]:
 
 
 def place_probe(services: dict[str, str], users: list[tuple[str, str]]) -> tuple[str, str, IdleProbe, dict]:
-    """A bare IDLE client on a user whose runtime session lives in another imap process than the client."""
-    for user, password in users[:20]:
-        before = sessions_by_user(services).get(user, [])
-        if len(before) != 1:
-            continue  # the runtime should hold exactly one session
-        probe = IdleProbe(services, user, password)
-        after = sessions_by_user(services).get(user, [])
-        if len(after) == 2 and len(set(after)) == 2:  # the runtime's session and the probe: two processes
-            return user, password, probe, {"runtime_imap_pid": before[0],
-                                           "probe_imap_pid": next(p for p in after if p != before[0])}
-        probe.stop()
+    """A bare IDLE client on a user whose runtime session lives in another imap process than the client. A
+    client that lands in the runtime's session's process is kept open (not IDLE-ing) as a filler, so that the
+    next one goes elsewhere once that process is full; fillers are closed at the end."""
+    user, password = users[0]
+    before = sessions_by_user(services).get(user, [])
+    if len(before) != 1:
+        raise RuntimeError(f"expected one runtime session of {user}, found {before}")
+    limit = int(services.get("IMAP_CLIENT_LIMIT", "50"))
+    fillers: list[IdleProbe] = []
+    try:
+        for _ in range(limit + 5):
+            probe = IdleProbe(services, user, password)
+            after = sessions_by_user(services).get(user, [])
+            mine = sorted(set(after) - {before[0]})
+            if mine:  # the probe is in a process of its own choosing, not the runtime session's
+                return user, password, probe, {"runtime_imap_pid": before[0], "probe_imap_pid": mine[0],
+                                               "fillers": len(fillers)}
+            fillers.append(probe)
+    finally:
+        for filler in fillers:
+            filler.stop()
     raise RuntimeError("could not place the IDLE probe in another imap process than the runtime's session")
 
 
@@ -224,7 +249,7 @@ def main() -> None:
         data["stop"] = {"seconds": time.perf_counter() - t_stop, "exit_code": code}
         log(f"scale: stopped in {data['stop']['seconds']:.1f} s (exit {code}); restarting")
         runtime = runtime_process("scale-restart")
-        since = dt.datetime.now(dt.timezone.utc)
+        since = dt.datetime.now(dt.UTC)
         t0 = runtime.start(wait_healthy=False)
         meter = CpuMeter(server_meters(services, runtime)).start()
         profilers = start_profilers(runtime.pid, "scale-restart", rate=20) if args.profile else []

@@ -129,6 +129,15 @@ def caller(amqp_url: str, prefix: str) -> Iterator[Any]:
     c.close()
 
 
+@pytest.fixture
+def proxies() -> Iterator[list[Any]]:
+    """FaultProxy objects a test makes (tests/faultproxy.py); closed afterwards."""
+    made: list[Any] = []
+    yield made
+    for proxy in made:
+        proxy.close()
+
+
 class MailServer:
     """The test Dovecot: users are added per test; mail is appended over IMAP."""
 

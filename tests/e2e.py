@@ -52,6 +52,17 @@ class Caller:
         self.broker.stop()
 
 
+def connect_mailbox(caller: Caller, mailserver: Any, db: Any, inbox_id: str) -> tuple[str, str]:
+    """A new Dovecot user connected as integration ``inbox_id`` over the broker; returns once it IDLEs."""
+    from tests.conftest import wait_for
+
+    user, password = mailserver.add_user()
+    caller.create_integration(inbox_id, mailserver.details(user, password))
+    wait_for(lambda: (db.imap_integrations.find_one({"inboxId": inbox_id}) or {}).get("state") == "idle",
+             timeout=10, message=f"{inbox_id} to IDLE")
+    return user, password
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

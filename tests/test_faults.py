@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -15,14 +15,6 @@ from tests.e2e import Caller, runtime_config
 from tests.faultproxy import FaultProxy
 
 FAST = {"idle_watchdog_seconds": 2.0, "imap_timeout_seconds": 2.0}
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[FaultProxy]]:
-    made: list[FaultProxy] = []
-    yield made
-    for proxy in made:
-        proxy.close()
 
 
 def start_runtime(services: dict[str, str], mongo_url: str, prefix: str, **overrides: Any) -> Runtime:

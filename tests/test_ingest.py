@@ -13,15 +13,7 @@ from runtime.__main__ import quiet_libraries
 from runtime.errors import RpcError
 from runtime.process import Runtime
 from tests.conftest import MailServer, make_mail, wait_for
-from tests.e2e import Caller, runtime_config
-
-
-def connect_mailbox(caller: Caller, mailserver: MailServer, db: Any, inbox_id: str) -> tuple[str, str]:
-    user, password = mailserver.add_user()
-    caller.create_integration(inbox_id, mailserver.details(user, password))
-    wait_for(lambda: (db.imap_integrations.find_one({"inboxId": inbox_id}) or {}).get("state") == "idle",
-             timeout=10, message=f"{inbox_id} to IDLE")
-    return user, password
+from tests.e2e import connect_mailbox, runtime_config
 
 
 def done_messages(db: Any, inbox_id: str) -> list[dict[str, Any]]:

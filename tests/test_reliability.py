@@ -60,14 +60,6 @@ def caller(amqp_url: str, prefix: str) -> Iterator[Caller]:
 
 
 @pytest.fixture
-def proxies() -> Iterator[list[FaultProxy]]:
-    made: list[FaultProxy] = []
-    yield made
-    for proxy in made:
-        proxy.close()
-
-
-@pytest.fixture
 def process(services: dict[str, str], mongo_url: str, prefix: str, request: Any) -> Iterator[RuntimeProcess]:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / f"{request.node.name}.log"

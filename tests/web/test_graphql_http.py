@@ -22,8 +22,8 @@ from graphql import parse
 from actors.web import WebActor
 from runtime.logs_collect import collect_items
 from runtime.process import Runtime
-from tests.conftest import MailServer, wait_for
-from tests.e2e import Caller
+from tests.conftest import wait_for
+from tests.e2e import connect_mailbox
 from web import attachments, graphql
 
 USER_HEADER = {"user": base64.b64encode(json.dumps({"_id": "agent-1", "username": "agent"}).encode()).decode()}
@@ -85,14 +85,6 @@ def served(runtime: Runtime) -> Iterator[Served]:
         yield Served(f"http://127.0.0.1:{ref.proxy().port.get(timeout=5)}", sender, runtime)
     finally:
         ref.stop(timeout=10)
-
-
-def connect_mailbox(caller: Caller, mailserver: MailServer, db: Any, inbox_id: str) -> tuple[str, str]:
-    user, password = mailserver.add_user()
-    caller.create_integration(inbox_id, mailserver.details(user, password))
-    wait_for(lambda: (db.imap_integrations.find_one({"inboxId": inbox_id}) or {}).get("state") == "idle",
-             timeout=10, message=f"{inbox_id} to IDLE")
-    return user, password
 
 
 def mail_with_attachments(to: str, sent: dt.datetime) -> bytes:

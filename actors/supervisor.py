@@ -1,11 +1,16 @@
 """Supervisor: the one place that decides which integrations this process listens to, and keeps them listened to.
 
-It starts a mailbox actor per stored integration, starts/restarts/stops them on the procedures' requests, and
+It starts a mailbox actor per integration it owns, starts/restarts/stops them on the procedures' requests, and
 restarts a crashed one (pykka actors cannot restart) with capped exponential backoff and jitter; the backoff is
 reset after a healthy run. Children tell ``child_failed`` from ``on_failure``; the generation number makes late
 messages from a replaced child harmless.
 
-``_should_listen`` is the single ownership decision: today every stored integration; with several nodes, a lease.
+Ownership (``_should_listen``) is a lease per integration (:mod:`runtime.leases`): this process listens to an
+integration only while it holds the lease; with ``LEASES=off`` (:class:`~runtime.leases.SoleOwner`) it owns every
+one. ``rebalance`` (told every few seconds by the lease keeper) takes free leases up to the fair share, hands the
+extras over (stop the mailbox, let the pipeline finish its mail, release), restarts a mailbox whose settings another
+node changed, and stops one whose integration another node removed. Stopping on a lost lease does not wait for this
+actor: the lease keeper stops the mailbox actor directly (the fence in :class:`~runtime.leases.Leases`).
 """
 from __future__ import annotations
 
@@ -17,8 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import pykka
+import pymongo
+import redis
+from pymongo.errors import PyMongoError
 
-from runtime.errors import RequestError
+from runtime.errors import RequestError, StorageError
+from runtime.leases import SoleOwner
 from runtime.tenants import bound
 
 __all__ = ["Supervisor", "SupervisorActor"]
@@ -26,6 +35,9 @@ __all__ = ["Supervisor", "SupervisorActor"]
 logger = logging.getLogger(__name__)
 
 HEALTHY_RUN_SECONDS = 60.0
+INVENTORY_TIMEOUT = 5.0  # a rebalancing pass waits this long for MongoDB at most
+DRAIN_TIMEOUT = 5.0  # a hand-over waits this long for the pipeline to finish the mailbox's mail
+STOP_GRACE = 1.0  # a stopping mailbox gets this long to finish its command before its connection is cut
 
 
 @dataclass
@@ -35,12 +47,20 @@ class _Child:
     started_at: float
     failures: int = 0
     timer: Any = None
+    key: str = ""  # the lease key
+    version: Any = None  # the integration's updatedAt when started: another node's update changes it
 
 
 class Supervisor:
     def __init__(self, *, storage: Any, mailbox_factory: Callable[..., pykka.ActorRef[Any]],
-                 tenants: Callable[[], list[str]] = lambda: ["os"], max_delay: float = 30.0, stop_timeout: float = 5.0, clock: Callable[[], float] = time.monotonic,
-                 timer: Callable[..., Any] = threading.Timer, rng: random.Random | None = None) -> None:
+                 tenants: Callable[[], list[str]] = lambda: ["os"], max_delay: float = 30.0, stop_timeout: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 timer: Callable[..., Any] = threading.Timer, rng: random.Random | None = None,
+                 ownership: Any = None, drain: Callable[[float], None] = lambda timeout: None,
+                 interrupt: Callable[[Any], None] = lambda ref: None) -> None:
+        self._ownership = ownership or SoleOwner()  # runtime.leases.Leases, or SoleOwner
+        self._interrupt = interrupt  # cuts a mailbox's connection from outside (MailboxActor.interrupt)
+        self._drain = drain  # returns once the pipeline finished the mail handed to it so far (bounded)
         self._storage = storage
         self._factory = mailbox_factory
         self._tenants = tenants  # the subdomains to resume at start (one, "os", in single-tenant mode)
@@ -70,7 +90,7 @@ class Supervisor:
     def _start_tenant(self, subdomain: str) -> int:
         started = 0
         for doc in self._storage.list_integrations():
-            if self._should_listen(doc) and not self._alive((subdomain, doc["inboxId"])):
+            if self._should_listen(doc, subdomain) and not self._alive((subdomain, doc["inboxId"])):
                 try:
                     self._start(doc, subdomain)
                 except Exception as exc:  # noqa: BLE001 - one broken integration must not stop the others
@@ -86,26 +106,36 @@ class Supervisor:
             doc = self._storage.get_integration(inbox_id)
             if doc is None:
                 raise RequestError("Integration not found.")
-            if not self._should_listen(doc) or self._alive((subdomain, inbox_id)):
+            if self._alive((subdomain, inbox_id)) or not self._claim(doc, subdomain):
                 return False
             self._start(doc, subdomain)
             return True
 
-    def restart(self, inbox_id: str, subdomain: str = "os") -> None:
-        """Stop the mailbox (if any) and start a fresh one with the stored settings."""
+    def restart(self, inbox_id: str, subdomain: str = "os", *, unless_current: bool = False) -> None:
+        """Stop the mailbox (if any) and start a fresh one with the stored settings. ``unless_current`` (after a
+        request saved the settings): leave a mailbox alone that already runs with exactly these (a rebalancing
+        pass may have started it from the same save a moment ago)."""
         with bound(subdomain):
             doc = self._storage.get_integration(inbox_id)
             if doc is None:
                 raise RequestError("Integration not found.")
-            self.stop_listening(inbox_id, subdomain)
-            if self._should_listen(doc):
+            child = self._children.get((subdomain, inbox_id))
+            if unless_current and child is not None and child.ref is not None and child.ref.is_alive() and \
+                    child.version == doc.get("updatedAt"):
+                return
+            self._children.pop((subdomain, inbox_id), None)
+            if child is not None:
+                self._stop_children([child])
+            if self._claim(doc, subdomain):
                 self._start(doc, subdomain)
 
     def stop_listening(self, inbox_id: str, subdomain: str = "os") -> bool:
+        """Stop the mailbox (removal) and give its lease up."""
         child = self._children.pop((subdomain, inbox_id), None)
         if child is None:
             return False
         self._stop_children([child])
+        self._ownership.release([child.key])
         return True
 
     def mailbox(self, inbox_id: str, subdomain: str = "os") -> Any:
@@ -122,6 +152,56 @@ class Supervisor:
     def stop_all(self) -> None:
         children, self._children = list(self._children.values()), {}
         self._stop_children(children)
+
+    def rebalance(self) -> None:
+        """One pass of the lease-based ownership (told by the lease keeper every few seconds); see the module
+        docstring. MongoDB or Redis trouble skips the pass: held leases keep being renewed meanwhile."""
+        if not self._ownership.leasing or not self._ownership.joined:
+            return
+        try:
+            inventory = self._inventory()
+            balance = self._ownership.balance(list(inventory))
+        except (PyMongoError, StorageError, redis.RedisError) as exc:
+            logger.warning("Rebalancing skipped: %s", exc)
+            return
+        gone = [c for c in self._children.values() if c.key not in inventory]
+        lost = [c.key for c in self._children.values() if c.key in inventory and not self._ownership.holds(c.key)]
+        if gone:
+            logger.info("Stopping %d mailbox(es) whose integration was removed", len(gone))
+            self._hand_over([c.key for c in gone], drain=False)
+        self.leases_lost(lost)
+        if balance.release:
+            logger.info("Handing %d mailbox(es) over: %d held, fair share %d of %d on %d node(s)",
+                        len(balance.release), len(self._ownership.held()), balance.target, len(inventory),
+                        balance.nodes)
+            self._hand_over(balance.release)
+        by_key = {c.key: c for c in self._children.values()}
+        for key in self._ownership.held():
+            if key not in inventory:
+                continue
+            subdomain, inbox_id, version = inventory[key]
+            child = by_key.get(key)
+            if child is not None and child.version == version:
+                continue
+            try:
+                with bound(subdomain):
+                    doc = self._storage.get_integration(inbox_id)
+                    if doc is None:
+                        continue
+                    if child is not None:
+                        logger.info("Integration %s changed on another node: restarting its mailbox", inbox_id)
+                        self._stop_children([self._children.pop((subdomain, inbox_id))])
+                    self._start(doc, subdomain)
+            except Exception as exc:  # noqa: BLE001 - one broken integration must not stop the others
+                logger.error("Cannot start the mailbox of integration %s: %s", inbox_id, exc)
+
+    def leases_lost(self, keys: list[str]) -> None:
+        """Forget the mailboxes of leases this node lost (the lease keeper already stopped them)."""
+        lost = set(keys)
+        children = [self._children.pop(k) for k, c in list(self._children.items()) if c.key in lost]
+        if children:
+            logger.warning("Stopped listening to %d mailbox(es) whose lease was lost", len(children))
+            self._stop_children(children)
 
     # -- events (told by children and timers) -----------------------------------------------------------------------
     def child_failed(self, inbox_id: str, generation: int, error: str, subdomain: str = "os") -> None:
@@ -145,7 +225,7 @@ class Supervisor:
         try:
             with bound(subdomain):
                 doc = self._storage.get_integration(inbox_id)
-                if doc is None or not self._should_listen(doc):
+                if doc is None or not self._should_listen(doc, subdomain):
                     self._children.pop((subdomain, inbox_id), None)
                     return
                 self._start(doc, subdomain, failures=child.failures)
@@ -159,8 +239,40 @@ class Supervisor:
         except pykka.ActorDeadError:
             pass
 
-    def _should_listen(self, doc: dict[str, Any]) -> bool:
-        return True
+    def _key(self, doc: dict[str, Any], subdomain: str) -> str:
+        return self._ownership.key(subdomain, doc.get("_id", doc["inboxId"]))
+
+    def _should_listen(self, doc: dict[str, Any], subdomain: str) -> bool:
+        """The single ownership decision: this process holds the integration's lease."""
+        return self._ownership.holds(self._key(doc, subdomain))
+
+    def _claim(self, doc: dict[str, Any], subdomain: str) -> bool:
+        """For a request: hold the lease, or take it now if it is free and this node is below its share."""
+        return self._ownership.claim(self._key(doc, subdomain))
+
+    def _inventory(self) -> dict[str, tuple[str, str, Any]]:
+        """Every integration of every tenant: lease key -> (subdomain, inboxId, updatedAt)."""
+        found: dict[str, tuple[str, str, Any]] = {}
+        with pymongo.timeout(INVENTORY_TIMEOUT):
+            for subdomain in self._tenants():
+                with bound(subdomain):
+                    for doc in self._storage.integrations.find({}, {"inboxId": 1, "updatedAt": 1}):
+                        found[self._key(doc, subdomain)] = (subdomain, doc["inboxId"], doc.get("updatedAt"))
+        return found
+
+    def _hand_over(self, keys: list[str], drain: bool = True) -> None:
+        """Stop the mailboxes of ``keys``, let the pipeline finish their mail (so the next owner finds it done, and
+        the cursor as far as it can go), then release the leases for another node to take."""
+        wanted = set(keys)
+        children = [self._children.pop(k) for k, c in list(self._children.items()) if c.key in wanted]
+        self._stop_children(children)
+        if children and drain:
+            try:
+                self._drain(DRAIN_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - released anyway: the next owner re-fetches from the cursor
+                logger.warning("The pipeline did not finish within %.0f s (%s); releasing anyway", DRAIN_TIMEOUT,
+                               exc)
+        self._ownership.release(keys)
 
     def _alive(self, key: tuple[str, str]) -> bool:
         child = self._children.get(key)
@@ -169,7 +281,12 @@ class Supervisor:
     def _start(self, doc: dict[str, Any], subdomain: str = "os", failures: int = 0) -> None:
         self._generation += 1
         ref = self._factory(doc, supervisor=self._self, generation=self._generation, subdomain=subdomain)
-        self._children[(subdomain, doc["inboxId"])] = _Child(ref, self._generation, self._clock(), failures)
+        key = self._key(doc, subdomain)
+        child = _Child(ref, self._generation, self._clock(), failures, key=key, version=doc.get("updatedAt"))
+        self._children[(subdomain, doc["inboxId"])] = child
+        if not self._ownership.attach(key, ref):  # the lease was lost meanwhile: the fence did not see this one
+            self._stop_children([self._children.pop((subdomain, doc["inboxId"]))])
+            return
         logger.info("Listening to integration %s (%s)", doc["inboxId"], doc.get("user", ""))
 
     def _stop_children(self, children: list[_Child]) -> None:
@@ -179,12 +296,19 @@ class Supervisor:
                 child.timer.cancel()
             if child.ref is not None:
                 try:
-                    futures.append(child.ref.stop(block=False))
+                    futures.append((child.ref, child.ref.stop(block=False)))
                 except pykka.ActorDeadError:
                     pass
-        for future in futures:
+        deadline = self._clock() + self._stop_timeout
+        for ref, future in futures:
             try:
-                future.get(timeout=self._stop_timeout)
+                future.get(timeout=min(STOP_GRACE, self._stop_timeout))
+                continue
+            except (pykka.Timeout, pykka.ActorDeadError):
+                pass
+            self._interrupt(ref)  # busy on its server (a slow login, a stalled fetch): its command fails at once
+            try:
+                future.get(timeout=max(0.0, deadline - self._clock()))
             except (pykka.Timeout, pykka.ActorDeadError):
                 logger.warning("A mailbox did not stop within %.0f s", self._stop_timeout)
 

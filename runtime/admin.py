@@ -4,6 +4,8 @@
     quarantine list [INBOX_ID]       list quarantined mails
     quarantine reprocess ENTRY_ID    push a quarantined mail through the running runtime's /receive, then drop it
     new-key                          print a fresh key for SECRET_KEYS
+    owners                           which node owns (holds the lease of) which mailbox, and the live nodes with
+                                     their lease counts (docs/scaling.md); every tenant with VERSION=saas
     reseal                           seal every integration's password and webhook secret with the first of
                                      SECRET_KEYS: plain ones (written by erxes's plugin) and ones sealed with an
                                      older key; every tenant database with VERSION=saas. Safe while running.
@@ -17,13 +19,16 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import redis
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
 
 from runtime.config import load_config
 from runtime.errors import ConfigError, RuntimeFault
+from runtime.leases import Leases, Timings
 from runtime.push import sign
+from runtime.registry import redis_client
 from runtime.sealing import Sealer, new_key
 from runtime.storage import Storage
 from runtime.tenants import Tenants
@@ -45,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--url", help="the runtime's base URL (default http://127.0.0.1:<PORT>)")
     sub.add_parser("new-key")
     sub.add_parser("reseal")
+    sub.add_parser("owners")
     args = parser.parse_args(argv)
     if args.command == "new-key":
         print(new_key())
@@ -57,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "reseal":
         return reseal(config, sealer)
+    if args.command == "owners":
+        return owners(config)
     storage = Storage(config.mongo_url, database=config.mongo_database, sealer=sealer)
     try:
         if args.command == "webhook-secret":
@@ -99,6 +107,36 @@ def reseal(config: Any, sealer: Sealer) -> int:
     finally:
         tenants.close()
     return status
+
+
+def owners(config: Any) -> int:
+    """``<inboxId>  <user>  <owner>`` per integration (``subdomain/inboxId`` with saas), then one line per node."""
+    tenants = Tenants(config.mongo_url, database=config.mongo_database, saas=config.version == "saas")
+    leases = Leases(redis_client(config, timeout=5.0), timings=Timings.from_lease(config.lease_seconds),
+                    suffix=config.message_broker_prefix, saas=tenants.saas)
+    try:
+        rows = [(subdomain, doc["inboxId"], doc.get("user", ""), leases.key(subdomain, doc["_id"]))
+                for subdomain in tenants.known()
+                for doc in tenants.storage(subdomain).integrations.find({}, {"inboxId": 1, "user": 1})]
+        held = leases.owners([key for *_, key in rows])
+        nodes = leases.nodes()
+    except (RuntimeFault, PyMongoError, redis.RedisError) as exc:
+        print(f"admin: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        tenants.close()
+    count = {node: 0 for node in nodes}
+    for subdomain, inbox_id, user, key in rows:
+        owner = held[key]
+        if owner in count:
+            count[owner] += 1
+        shown = owner if owner is None or owner in count else f"{owner} (not a live node: erxes's plugin, or dead)"
+        name = inbox_id if subdomain == "os" else f"{subdomain}/{inbox_id}"
+        print(f"{name}  {user}  {shown or '-'}")
+    for node in nodes:
+        print(f"node {node}: {count[node]} lease(s)")
+    print(f"{len(rows)} mailbox(es), {sum(count.values())} owned by {len(nodes)} live node(s)")
+    return 0
 
 
 def reprocess(storage: Storage, entry_id: str, base_url: str) -> int:

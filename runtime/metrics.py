@@ -11,6 +11,8 @@ not instrumented but counted from ``imap_integrations.state`` at scrape time (:f
     imap_broker_reconnects_total       AMQP connections opened after the first
     imap_idle_renewals_total           IDLE commands renewed before the server could drop them
     imap_mailboxes{state}              integrations by state (connecting, syncing, idle, backoff, unhealthy)
+    imap_node_info{node}               1, labelled with this node's id (docs/scaling.md)
+    imap_node_leases{node}             the mailbox leases this node holds (absent with LEASES=off)
 """
 from __future__ import annotations
 
@@ -113,11 +115,20 @@ class TimedTransport:
 class _Scrape:
     """What one scrape shows: our registry, plus mailboxes by state when they could be counted."""
 
-    def __init__(self, states: Mapping[str, int] | None) -> None:
+    def __init__(self, states: Mapping[str, int] | None, node: Mapping[str, Any] | None = None) -> None:
         self._states = states
+        self._node = node or {}
 
     def collect(self) -> Iterator[Metric]:
         yield from REGISTRY.collect()
+        if self._node.get("id"):
+            info = GaugeMetricFamily("imap_node_info", "This node (label node: its id)", labels=["node"])
+            info.add_metric([self._node["id"]], 1.0)
+            yield info
+            if isinstance(self._node.get("leases"), int):
+                leases = GaugeMetricFamily("imap_node_leases", "Mailbox leases this node holds", labels=["node"])
+                leases.add_metric([self._node["id"]], float(self._node["leases"]))
+                yield leases
         if self._states is None:
             return  # MongoDB did not answer: no samples rather than made-up zeros
         family = GaugeMetricFamily("imap_mailboxes", "Integrations by state (imap_integrations.state)",
@@ -127,6 +138,7 @@ class _Scrape:
         yield family
 
 
-def exposition(mailbox_states: Mapping[str, int] | None) -> bytes:
-    """The Prometheus text format of everything above; ``None``: the mailbox gauge is left out."""
-    return generate_latest(_Scrape(mailbox_states))
+def exposition(mailbox_states: Mapping[str, int] | None, node: Mapping[str, Any] | None = None) -> bytes:
+    """The Prometheus text format of everything above; ``None``: the mailbox gauge is left out. ``node``: this
+    node's ``{"id", "leases"}`` (the node gauges are left out without an id)."""
+    return generate_latest(_Scrape(mailbox_states, node))

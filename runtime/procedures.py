@@ -3,11 +3,17 @@
 Each handler takes the request envelope (``{"subdomain", "data", ...}``) and returns the reply's ``data`` (or
 None); raising :class:`RequestError` (or anything else) becomes an error envelope with that message. Handlers run
 on broker worker threads and reach actors only with ``ask`` and a timeout.
+
+With several nodes any node may serve any request (the broker's competing consumers, or HTTP behind a balancer):
+the supervisor listens only where it holds the lease, the owner notices another node's change through
+``updatedAt`` at its next rebalancing pass (seconds), and a removal waits for the owner to let go (docs/scaling.md).
 """
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable
+
+from pymongo.errors import DuplicateKeyError
 
 from runtime.errors import RequestError
 from runtime.imap import parse_details
@@ -25,7 +31,8 @@ DETAIL_FIELDS = ("host", "smtpHost", "smtpPort", "smtpTls", "mainUser", "user", 
 
 class ImapProcedures:
     def __init__(self, *, storage: Any, supervisor: Any, sender: Any = None, timeout: float = 30.0,
-                 on_tenant: Callable[[str], None] = lambda subdomain: None) -> None:
+                 on_tenant: Callable[[str], None] = lambda subdomain: None, ownership: Any = None) -> None:
+        self._ownership = ownership  # runtime.leases.Leases (several nodes), or None
         self._on_tenant = on_tenant  # records a tenant that now has integrations (saas)
         self._storage = storage
         self._supervisor = supervisor  # a SupervisorActor proxy
@@ -56,9 +63,9 @@ class ImapProcedures:
             raise RequestError("doc is required: {accountId, kind, integrationId, data}")
         details = parse_details(doc.get("data"))
         self._on_tenant(_tenant())
-        self._storage.save_integration(inbox_id, details)
+        self._save(inbox_id, details)
         self._storage.log("info", f"integration {inbox_id} created for {details['user']}", inbox_id=inbox_id)
-        self._ask(self._supervisor.restart(inbox_id, _tenant()))
+        self._ask(self._supervisor.restart(inbox_id, _tenant(), unless_current=True))
 
     def update_integration(self, envelope: dict[str, Any]) -> None:
         data = _data(envelope)
@@ -71,15 +78,25 @@ class ImapProcedures:
         details = parse_details(doc.get("data"), require_password=False)
         if not details["password"]:
             del details["password"]  # an empty password keeps the stored one
-        self._storage.save_integration(inbox_id, details)
+        self._save(inbox_id, details)
         self._storage.log("info", f"integration {inbox_id} updated", inbox_id=inbox_id)
-        self._ask(self._supervisor.restart(inbox_id, _tenant()))
+        self._ask(self._supervisor.restart(inbox_id, _tenant(), unless_current=True))
 
     def remove_integration(self, envelope: dict[str, Any]) -> None:
         inbox_id = _inbox_id(_data(envelope), "integrationId")
+        doc = self._storage.get_integration(inbox_id)
         self._ask(self._supervisor.stop_listening(inbox_id, _tenant()))
         if self._storage.remove_integration(inbox_id):
             logger.info("Integration %s removed", inbox_id)
+        if doc is not None and getattr(self._ownership, "leasing", False):
+            # Another node may own it: it stops at its next rebalancing pass, seeing the integration gone. Wait for
+            # that, then remove again what its mailbox stored meanwhile.
+            timings = self._ownership.timings
+            if not self._ownership.wait_released(self._ownership.key(_tenant(), doc["_id"]),
+                                                 timings.lease + 2 * timings.renew_every):
+                logger.warning("Integration %s: its owner did not let go in time; its lease expires anyway",
+                               inbox_id)
+            self._storage.remove_integration(inbox_id)
 
     def api_to_integrations(self, envelope: dict[str, Any]) -> Any:
         data = _data(envelope)
@@ -113,6 +130,12 @@ class ImapProcedures:
         if doc is None:
             raise RequestError(f"Integration {object_id} not found.")
         self._ask(self._supervisor.ensure_listening(doc["inboxId"], _tenant()))
+
+    def _save(self, inbox_id: str, details: dict[str, Any]) -> None:
+        try:
+            self._storage.save_integration(inbox_id, details)
+        except DuplicateKeyError:  # the same integration created on two nodes at once: the other insert won
+            self._storage.save_integration(inbox_id, details)
 
     def _ask(self, future: Any) -> Any:
         return future.get(timeout=self._timeout)

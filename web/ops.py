@@ -1,6 +1,8 @@
 """Operations routes: ``GET /ready`` (readiness, for load balancers and orchestrators) and ``GET /metrics``.
 
-``/ready`` answers JSON ``{"mongo": "ok"|<error>, "rabbitmq": ..., "redis": ..., "mailboxes": {<state>: n}}`` with
+``/ready`` answers JSON ``{"mongo": "ok"|<error>, "rabbitmq": ..., "redis": ..., "mailboxes": {<state>: n},
+"node": {"id", "leases", "nodes", "target"}}`` (``node``: this node's id and the leases it holds, see
+``docs/scaling.md``) with
 HTTP 200 only while the runtime serves and MongoDB and RabbitMQ are reachable (Redis is reported, not required:
 it only matters for discovery); 503 otherwise. ``mailboxes`` counts ``imap_integrations.state`` (null when
 MongoDB does not answer). ``/metrics`` is the Prometheus text format (:mod:`runtime.metrics`).
@@ -37,8 +39,12 @@ class Probe:
     on :attr:`executor`. ``broker`` needs a ``connected`` property; ``redis_client`` should have short timeouts."""
 
     def __init__(self, *, storage: Any, broker: Any, redis_client: redis.Redis | None, timeout: float = 2.0,
-                 workers: int = 4) -> None:
+                 workers: int = 4, node: Callable[[], dict[str, Any]] | None = None,
+                 integrations: Callable[[], list[Any]] | None = None) -> None:
+        self.node = node or (lambda: {})  # this node's id and leases (no I/O: runtime.leases keeps them)
         self._storage = storage
+        # the imap_integrations collections to count (every tenant's with VERSION=saas)
+        self._integrations = integrations or (lambda: [storage.integrations])
         self._broker = broker
         self._redis = redis_client
         self._timeout = timeout
@@ -66,14 +72,16 @@ class Probe:
         return OK
 
     def mailbox_states(self) -> dict[str, int] | None:
-        """Integrations by state, from ``imap_integrations.state``; None when MongoDB does not answer."""
+        """Integrations by state, from ``imap_integrations.state`` of every tenant; None when MongoDB does not
+        answer."""
         counts = {state: 0 for state in metrics.MAILBOX_STATES}
         try:
             with pymongo.timeout(self._timeout):
-                for doc in self._storage.integrations.find({}, {"state": 1, "_id": 0}):
-                    state = doc.get("state")
-                    if state in counts:
-                        counts[state] += 1
+                for collection in self._integrations():
+                    for doc in collection.find({}, {"state": 1, "_id": 0}):
+                        state = doc.get("state")
+                        if state in counts:
+                            counts[state] += 1
         except PyMongoError as exc:
             logger.debug("cannot count mailboxes by state: %s", exc)
             return None
@@ -99,6 +107,8 @@ class ReadyHandler(tornado.web.RequestHandler):
                 loop.run_in_executor(probe.executor, check)
                 for check in (probe.mongo, probe.rabbitmq, probe.redis, probe.mailbox_states)))
             report = {"mongo": mongo, "rabbitmq": rabbit, "redis": red, "mailboxes": states}
+            if probe.node():
+                report["node"] = probe.node()
         serving = self.ready()
         report["serving"] = serving
         if not (serving and report["mongo"] == OK and report["rabbitmq"] == OK):
@@ -117,7 +127,7 @@ class MetricsHandler(tornado.web.RequestHandler):
             body = metrics.exposition(None)
         else:
             body = await tornado.ioloop.IOLoop.current().run_in_executor(
-                probe.executor, lambda: metrics.exposition(probe.mailbox_states()))
+                probe.executor, lambda: metrics.exposition(probe.mailbox_states(), node=probe.node()))
         self.set_header("Content-Type", metrics.CONTENT_TYPE)
         self.finish(body)
 

@@ -124,7 +124,7 @@ class MailSender:
         request = _Request.parse(args)
         integration = self._integration(request)
         inbox_id = integration["inboxId"]
-        settings = smtp.SmtpSettings.from_integration(integration, self._timeout)
+        settings = smtp.SmtpSettings.from_integration(integration, self._timeout, storage=self._storage)
         parent, reply_id = self._replied_message(inbox_id, request)
         references = thread_references((parent.get("references") or []) if parent else request.references,
                                        reply_id)
@@ -369,7 +369,7 @@ class MailSender:
         return found.get(timeout=wait) if isinstance(found, pykka.Future) else found
 
     def _append_with_own_session(self, integration: dict[str, Any], raw: bytes) -> tuple[str, int | None]:
-        client = self._imap_factory(ImapSettings.from_integration(integration, self._timeout))
+        client = self._imap_factory(ImapSettings.from_integration(integration, self._timeout, storage=self._storage))
         try:
             folder = client.find_special_folder(b"\\Sent") or self._config.sent_folder
             return str(folder), appended_uid(client.append(folder, raw, flags=[b"\\Seen"]))

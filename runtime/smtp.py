@@ -6,7 +6,9 @@ server does not offer it: the password and the mail never travel in plain text u
 Certificates are always verified (:func:`runtime.imap.tls_context`, with the integration's ``caCert``), every
 socket operation has a timeout, and every failure raises an error carrying the server's own reason, never the
 password: :class:`~runtime.errors.AuthenticationFailed` for a refused login, :class:`SmtpRefused` for a refused
-sender, recipients or mail, :class:`~runtime.errors.MailboxError` for anything else.
+sender, recipients or mail, :class:`~runtime.errors.MailboxError` for anything else. An integration with OAuth2
+settings (:mod:`runtime.oauth`) logs in with ``AUTH XOAUTH2`` and a fresh access token; a refused token is refreshed
+and tried once more.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from runtime.errors import AuthenticationFailed, MailboxError, RequestError
-from runtime.imap import tls_context
+from runtime.imap import oauth_tokens, tls_context
+from runtime.oauth import Tokens, xoauth2
 
 __all__ = ["SmtpSettings", "SendResult", "SmtpRefused", "send", "smtp_security", "smtp_port", "SECURITY_MODES"]
 
@@ -66,16 +69,20 @@ class SmtpSettings:
     password: str = field(repr=False)
     timeout: float = 30.0
     ca_cert: str = field(default="", repr=False)
+    oauth: bool = False  # AUTH XOAUTH2 with ``tokens`` instead of the password
+    tokens: Tokens | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_integration(cls, doc: dict[str, Any], timeout: float = 30.0) -> SmtpSettings:
+    def from_integration(cls, doc: dict[str, Any], timeout: float = 30.0, *, storage: Any = None) -> SmtpSettings:
+        """``storage`` (where OAuth2 tokens are read and saved) is needed by an integration with OAuth2 settings."""
         host = str(doc.get("smtpHost") or "").strip()
         if not host:
             raise RequestError(f"integration {doc.get('inboxId')} has no smtpHost: it cannot send mail")
         port = smtp_port(doc.get("smtpPort"))
         return cls(host=host, port=port, security=smtp_security(doc.get("smtpTls"), port),
                    login=str(doc.get("mainUser") or doc.get("user") or ""), password=str(doc.get("password") or ""),
-                   timeout=timeout, ca_cert=str(doc.get("caCert") or ""))
+                   timeout=timeout, ca_cert=str(doc.get("caCert") or ""), oauth=bool(doc.get("oauthTokenUrl")),
+                   tokens=oauth_tokens(doc, storage, timeout))
 
     @property
     def where(self) -> str:
@@ -151,12 +158,34 @@ def _secure_and_login(smtp: smtplib.SMTP, settings: SmtpSettings, context: ssl.S
     if not smtp.has_extn("auth"):
         raise MailboxError(f"{settings.where} offers no login (AUTH) on this connection")
     try:
-        smtp.login(settings.login, settings.password)
+        if settings.oauth:
+            _oauth_login(smtp, settings)
+        else:
+            smtp.login(settings.login, settings.password)
     except smtplib.SMTPAuthenticationError as exc:
         raise AuthenticationFailed(_scrub(settings, f"{settings.where} refused the login of {settings.login}: "
                                                     f"{_reply(exc)}")) from exc
     except smtplib.SMTPNotSupportedError as exc:
         raise MailboxError(f"{settings.where} supports none of our login mechanisms: {exc}") from exc
+
+
+def _oauth_login(smtp: smtplib.SMTP, settings: SmtpSettings) -> None:
+    """AUTH XOAUTH2 with a fresh access token; a refused one is refreshed and tried once more."""
+    if settings.tokens is None:
+        raise MailboxError(f"{settings.where}: the integration signs in with OAuth2 but has no token source")
+    if "xoauth2" not in smtp.esmtp_features.get("auth", "").lower().split():
+        raise MailboxError(f"{settings.where} does not offer AUTH XOAUTH2")
+    token = settings.tokens.access_token()
+    try:
+        _xoauth2(smtp, settings.login, token)
+    except smtplib.SMTPAuthenticationError:
+        _xoauth2(smtp, settings.login, settings.tokens.access_token(rejected=token))
+
+
+def _xoauth2(smtp: smtplib.SMTP, login: str, token: str) -> None:
+    # On failure the server sends a challenge (its error as JSON) and waits for an empty line; then 535.
+    smtp.auth("XOAUTH2", lambda challenge=None: xoauth2(login, token) if challenge is None else "",
+              initial_response_ok=True)
 
 
 def _transaction(smtp: smtplib.SMTP, settings: SmtpSettings, sender: str, recipients: list[str],

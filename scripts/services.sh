@@ -7,14 +7,15 @@
 #   scripts/services.sh status STATE_DIR   one line per server; exit 0 when all are up
 #   scripts/services.sh env    STATE_DIR   print STATE_DIR/services.env (sourceable KEY=VALUE lines:
 #       MONGO_URL RABBITMQ_HOST REDIS_HOST REDIS_PORT IMAP_PORT IMAPS_PORT SUBMISSION_PORT SMTP_PORT
-#       LMTP_PORT CA_CERT USERS_FILE MAIL_DIR)
+#       OAUTH_PORT LMTP_PORT CA_CERT USERS_FILE MAIL_DIR)
 #
 # Servers (env read at 'start'; while they run, a later 'start' keeps the first values and refuses
 # conflicting ones):
 #   SecantusDB (MongoDB wire)  127.0.0.1:$MONGO_PORT (27017); data in STATE_DIR/mongo, log in STATE_DIR/log
 #   Dovecot + SMTP relay       scripts/mailserver.sh in STATE_DIR/mail: IMAP_PORT=10143 IMAPS_PORT=10993
 #                              LMTP_PORT=10024 SUBMISSION_PORT=10587 SMTP_PORT=10025; NUSERS=3 users
-#                              user1/pass1..; IMAP_CLIENT_LIMIT is passed through
+#                              user1/pass1..; IMAP_CLIENT_LIMIT is passed through; OAUTH_PORT=10980:
+#                              where Dovecot introspects XOAUTH2 tokens (tests/oauthserver.py listens)
 #   RabbitMQ                   127.0.0.1:$SYSTEM_AMQP_PORT (5672) when it answers AMQP (then never
 #                              stopped by us), else a private node (scripts/rabbit.sh, STATE_DIR/rabbit)
 #                              on $PRIVATE_AMQP_PORT (10672; +1 Erlang distribution, +2 its own epmd)
@@ -183,10 +184,10 @@ lock() { # serialize start/stop on one STATE_DIR; children get fd 9 closed (9>&-
 
 # ---- configuration ---------------------------------------------------------------------------
 KEYS=(MONGO_PORT IMAP_PORT IMAPS_PORT LMTP_PORT SUBMISSION_PORT SMTP_PORT NUSERS
-      SYSTEM_AMQP_PORT PRIVATE_AMQP_PORT SYSTEM_REDIS_PORT PRIVATE_REDIS_PORT)
+      SYSTEM_AMQP_PORT PRIVATE_AMQP_PORT SYSTEM_REDIS_PORT PRIVATE_REDIS_PORT OAUTH_PORT)
 declare -A DEFAULT=([MONGO_PORT]=27017 [IMAP_PORT]=10143 [IMAPS_PORT]=10993 [LMTP_PORT]=10024
   [SUBMISSION_PORT]=10587 [SMTP_PORT]=10025 [NUSERS]=3 [SYSTEM_AMQP_PORT]=5672
-  [PRIVATE_AMQP_PORT]=10672 [SYSTEM_REDIS_PORT]=6379 [PRIVATE_REDIS_PORT]=6379)
+  [PRIVATE_AMQP_PORT]=10672 [SYSTEM_REDIS_PORT]=6379 [PRIVATE_REDIS_PORT]=6379 [OAUTH_PORT]=10980)
 declare -A PREV=() CFG=()
 read_kv() { # file assoc-array-name
   local k v; local -n into=$2
@@ -263,6 +264,7 @@ start_mail() {
   local out
   out=$(IMAP_PORT=${CFG[IMAP_PORT]} IMAPS_PORT=${CFG[IMAPS_PORT]} LMTP_PORT=${CFG[LMTP_PORT]} \
     SUBMISSION_PORT=${CFG[SUBMISSION_PORT]} SMTP_PORT=${CFG[SMTP_PORT]} NUSERS=${CFG[NUSERS]} \
+    OAUTH_PORT=${CFG[OAUTH_PORT]} \
     RELAY_PYTHON="$VPY" bash "$HERE/mailserver.sh" start "$STATE/mail" 9>&-) ||
     { [[ -n "$out" ]] && echo "$out" >&2; die "mail servers failed to start (logs: $STATE/mail/log)"; }
   if [[ "$out" == *"already running"* ]]; then NOTES+=("dovecot+relay (running)")
@@ -334,6 +336,7 @@ IMAP_PORT=$IMAP_PORT
 IMAPS_PORT=$IMAPS_PORT
 SUBMISSION_PORT=$SUBMISSION_PORT
 SMTP_PORT=$SMTP_PORT
+OAUTH_PORT=$OAUTH_PORT
 LMTP_PORT=$LMTP_PORT
 CA_CERT=$CA_CERT
 USERS_FILE=$USERS_FILE

@@ -2,7 +2,10 @@
 
 Routes now: ``GET /health`` (erxes-compatible ``ok`` once the runtime serves, 503 before), ``POST /rpc/<procedure>``
 (:mod:`web.rpc`), ``GET /ready`` and ``GET /metrics`` (:mod:`web.ops`), ``POST /receive`` (:mod:`web.receive`),
-``POST/GET /graphql`` (:mod:`web.graphql`) and ``GET /read-mail-attachment`` (:mod:`web.attachments`).
+``POST/GET /graphql`` (:mod:`web.graphql`), ``GET /read-mail-attachment`` (:mod:`web.attachments`) and ``GET /login``
+(:mod:`web.login`).
+Every route's request body is limited (:mod:`web.limits`): ``max_mail_bytes`` for ``/receive``,
+``max_request_bytes`` for the others; ``/rpc`` callers are checked by :class:`web.rpc.RpcAccess`.
 """
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ from typing import Any, Callable, Mapping
 
 import tornado.web
 
-from web import attachments, graphql
+from runtime.config import PRIVATE_NETWORKS
+from web import attachments, graphql, login
+from web.limits import DEFAULT_MAX_BYTES, LimitedApplication, Limits, envelope_refusal, graphql_refusal, json_refusal
 from web.ops import Probe, ops_routes
 from web.receive import routes as receive_routes
-from web.rpc import rpc_routes
+from web.rpc import RpcAccess, rpc_routes
 
 __all__ = ["WebDeps", "make_app"]
 
@@ -47,12 +52,16 @@ class HealthHandler(tornado.web.RequestHandler):
 
 
 def make_app(config: Any, *, deps: WebDeps) -> tornado.web.Application:
-    return tornado.web.Application([
+    max_request = getattr(config, "max_request_bytes", DEFAULT_MAX_BYTES)  # config None: the defaults (unit tests)
+    limits = Limits(max_request, {"/rpc/": (max_request, envelope_refusal), "/graphql": (max_request, graphql_refusal),
+                                  "/receive": (getattr(config, "max_mail_bytes", max_request), json_refusal)})
+    access = RpcAccess(getattr(config, "rpc_allowed_networks", PRIVATE_NETWORKS), getattr(config, "rpc_token", ""))
+    return LimitedApplication([
         (r"/health", HealthHandler, {"deps": deps}),
-        *rpc_routes(deps.rpc, deps.rpc_executor),
+        *rpc_routes(deps.rpc, deps.rpc_executor, access),
         *ops_routes(deps.ready, deps.probe),
-        *(receive_routes(storage=deps.storage, push=deps.push, max_bytes=config.max_mail_bytes, tenants=deps.tenants)
-          if deps.push is not None else []),
+        *(receive_routes(storage=deps.storage, push=deps.push, tenants=deps.tenants) if deps.push is not None else []),
         *(graphql.routes(deps, attachment_url_prefix=getattr(config, "attachment_url_prefix", ""))
           + attachments.routes(deps) if deps.storage is not None else []),
-    ], debug=False, xheaders=True)
+        *(login.routes(deps, config) if deps.storage is not None else []),
+    ], limits=limits, debug=False)

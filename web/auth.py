@@ -36,7 +36,7 @@ def parse_user_header(value: str | None) -> dict[str, Any] | None:
     try:
         decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
         user = json.loads(decoded.decode("utf-8"))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         return None
     return user if isinstance(user, dict) else None
 

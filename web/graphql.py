@@ -24,6 +24,7 @@ from graphql import GraphQLError
 
 from web.auth import LOGIN_REQUIRED, current_user
 from web.schema import schema as default_schema
+from web.static import AssetHandler
 
 __all__ = ["GraphQLHandler", "routes"]
 
@@ -90,7 +91,7 @@ class GraphQLHandler(tornado.web.RequestHandler):
             raise ValueError("Content-Type must be application/json (or application/graphql)")
         try:
             body = json.loads(self.request.body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ValueError("POST body must be JSON: {query, variables, operationName}") from exc
         if not isinstance(body, dict):
             raise ValueError("POST body must be a JSON object: {query, variables, operationName}")
@@ -100,7 +101,7 @@ class GraphQLHandler(tornado.web.RequestHandler):
         if isinstance(variables, str) and variables.strip():
             try:
                 variables = json.loads(variables)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise ValueError("variables must be a JSON object") from exc
         if variables in ("", None):
             variables = None
@@ -135,5 +136,5 @@ def routes(deps: Any, *, attachment_url_prefix: str = "") -> list[tuple[Any, ...
                "attachment_url_prefix": attachment_url_prefix}
     return [
         (r"/graphql", GraphQLHandler, {"schema": default_schema, "context": context}),
-        (r"/graphiql-static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC_DIR)}),
+        (r"/graphiql-static/(.*)", AssetHandler, {"path": str(STATIC_DIR)}),
     ]

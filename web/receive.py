@@ -10,7 +10,7 @@ from typing import Any
 
 import tornado.web
 
-from runtime.errors import MailParseError, RequestError, RuntimeFault
+from runtime.errors import MailParseError, MailRejected, RequestError, RuntimeFault
 from runtime.push import verify
 from runtime.tenants import bind_request
 
@@ -19,35 +19,19 @@ __all__ = ["routes"]
 SIGNATURE_HEADER = "X-Imap-Runtime-Signature"
 
 
-@tornado.web.stream_request_body
 class ReceiveHandler(tornado.web.RequestHandler):
-    def initialize(self, storage: Any, push: Any, max_bytes: int, tenants: Any = None) -> None:
+    """The body is at most ``max_mail_bytes``: :mod:`web.limits` answers 413 before a larger one is read."""
+
+    def initialize(self, storage: Any, push: Any, tenants: Any = None) -> None:
         self.tenants = tenants
         self.storage = storage
         self.push = push
-        self.max_bytes = max_bytes
-        self.chunks: list[bytes] = []
-        self.size = 0
-
-    def prepare(self) -> None:
-        length = int(self.request.headers.get("Content-Length") or 0)
-        if length > self.max_bytes:
-            self.fail(413, f"the mail is {length} bytes; the limit is {self.max_bytes}")
-            return
-        self.request.connection.set_max_body_size(self.max_bytes + 1)  # type: ignore[attr-defined]
-
-    def data_received(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size <= self.max_bytes:
-            self.chunks.append(chunk)
 
     async def post(self) -> None:
-        if self.size > self.max_bytes:
-            return self.fail(413, f"the mail is over the limit of {self.max_bytes} bytes")
         inbox_id = self.get_query_argument("integrationId", "") or self.request.headers.get("X-Integration-Id", "")
         if not inbox_id:
             return self.fail(400, "integrationId is required")
-        body = b"".join(self.chunks)
+        body = self.request.body
         try:
             subdomain = bind_request(self.tenants, self.request.headers)
         except RequestError as exc:
@@ -61,6 +45,8 @@ class ReceiveHandler(tornado.web.RequestHandler):
             result = await asyncio.to_thread(self.push.ingest, inbox_id, body, subdomain)
         except MailParseError as exc:
             return self.fail(400, f"the body is not a mail: {exc}")
+        except MailRejected as exc:
+            return self.fail(400, str(exc))
         except RuntimeFault as exc:
             return self.fail(503, str(exc))
         self.set_header("Content-Type", "application/json")
@@ -72,6 +58,5 @@ class ReceiveHandler(tornado.web.RequestHandler):
         self.finish(json.dumps({"error": reason}))
 
 
-def routes(*, storage: Any, push: Any, max_bytes: int, tenants: Any = None) -> list[Any]:
-    return [(r"/receive", ReceiveHandler, {"storage": storage, "push": push, "max_bytes": max_bytes,
-                                           "tenants": tenants})]
+def routes(*, storage: Any, push: Any, tenants: Any = None) -> list[Any]:
+    return [(r"/receive", ReceiveHandler, {"storage": storage, "push": push, "tenants": tenants})]

@@ -245,6 +245,15 @@ def test_bad_requests_graphiql_and_its_bundled_assets(served):
     assert status == 400 and "errors" in json.loads(body)
     status, _h, body = served.request("/graphql", body={"query": "{ imapLogs"}, headers=USER_HEADER)
     assert status == 400 and json.loads(body)["errors"][0]["message"].startswith("Syntax Error")
+    deep = b"[" * 100_000 + b"]" * 100_000  # json's parser recurses: RecursionError unless caught
+    status, _h, body = served.request("/graphql", body=b'{"query": ' + deep + b"}", headers=USER_HEADER)
+    assert status == 400 and "must be JSON" in json.loads(body)["errors"][0]["message"]
+    status, _h, body = served.request("/graphql", body={"query": "{ imapLogs }", "variables": deep.decode()},
+                                      headers=USER_HEADER)
+    assert status == 400 and "variables" in json.loads(body)["errors"][0]["message"]
+    deep_user = {"user": base64.b64encode(b"[" * 3000 + b"]" * 3000).decode()}
+    status, _h, body = served.request("/graphql", body={"query": "{ imapLogs }"}, headers=deep_user)
+    assert status == 200 and json.loads(body)["errors"][0]["message"] == "Login required"
     status, _h, body = served.request("/graphql", body={"variables": {}}, headers=USER_HEADER)
     assert (status, json.loads(body)) == (400, {"errors": [{"message": "Must provide query string."}]})
     status, _h, body = served.request("/graphql", body=b'{"query": "{ imapLogs }"}',

@@ -60,6 +60,9 @@ def test_signed_push_is_ingested_exactly_once(runtime, amqp_url, prefix, mailser
     assert post(runtime, raw)[0] == 401
     status, reason = post(runtime, b"\x00\x01\x02", signature=sign(secret, b"\x00\x01\x02"))
     assert status == 400 and "not a mail" in reason["error"]
+    senderless = make_mail(to=f"{user}@localhost", sender="undisclosed-recipients:;", message_id="<nofrom@x>")
+    status, reason = post(runtime, senderless, signature=sign(secret, senderless))
+    assert status == 400 and "no usable sender" in reason["error"]
     big = make_mail(to="x@y", body="x" * 100_000)
     status, reason = post(runtime, big, signature=sign(secret, big))
     assert status == 413 and "limit" in reason["error"]

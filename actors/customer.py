@@ -1,19 +1,22 @@
 """Customer: turns a mail's sender into an erxes customer id, one contacts lookup/create per address.
 
-One actor serializes the work, so two mails from the same new sender create one customer. Answers travel on:
-the mail goes to the conversation actor with its customer id, or back to the mailbox as failed.
+A customer actor serves one lane of the pipeline (``actors/router.py``): it takes every mail waiting in its
+backlog at once, looks their senders up in one query, creates the missing ones (under a lock per address shared
+by all lanes, so two mails from the same new sender create one customer) and passes them on to its lane's
+conversation actor in the same order; a mail that fails goes back to its mailbox.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import pykka
 
 from runtime.cursor import Incoming
 from actors._answer import answer, is_transient
-from runtime.errors import RequestError
+from runtime.errors import MailRejected
 from runtime.logctx import bind
+from runtime.pipeline import Backlog, Stripes, grouped
 from runtime.tenants import bound
 from runtime.loops import is_own_mail
 
@@ -23,38 +26,74 @@ logger = logging.getLogger(__name__)
 
 
 class Customers:
-    def __init__(self, *, storage: Any, erxes: Any, conversations: Any) -> None:
+    def __init__(self, *, storage: Any, erxes: Any, conversations: Backlog, stripes: Stripes | None = None,
+                 finished: Callable[[Incoming], None] = lambda job: None) -> None:
         self._storage = storage
         self._erxes = erxes
-        self._conversations = conversations
+        self._conversations = conversations  # the lane's next stage: takes (job, customer id) pairs
+        self._stripes = stripes or Stripes()
+        self._finished = finished  # told for each mail that leaves the pipeline here
 
     def resolve(self, job: Incoming) -> None:
-        """Find or create the sender's customer, then pass the mail on. Never raises: failures go to the mailbox."""
-        with bind(job.inbox_id, job.subdomain), bound(job.subdomain):
-            self._resolve(job)
+        self.resolve_batch([job])
 
-    def _resolve(self, job: Incoming) -> None:
-        if is_own_mail(job.mail, job.inbox_id):  # our own reply coming back: no customer, nothing to store
-            answer(job.mailbox, "mail_done", job.folder, job.uid)
+    def resolve_batch(self, jobs: list[Incoming]) -> None:
+        """Find or create the senders' customers, then pass the mails on. Never raises: failures go to the
+        mailboxes."""
+        passed: list[tuple[Incoming, str]] = []
+        for (subdomain, inbox_id), group in grouped(jobs, lambda j: (j.subdomain, j.inbox_id)).items():
+            with bind(inbox_id, subdomain), bound(subdomain):
+                passed += self._resolve_group(group)
+        if not passed:
             return
         try:
-            customer_id = self.customer_id(job.subdomain, job.inbox_id, job.mail)
-        except Exception as exc:  # noqa: BLE001 - reported to the mailbox, which retries or gives up
-            logger.warning("Customer for %s UID %d (%s) failed: %s", job.inbox_id, job.uid, job.folder, exc)
-            answer(job.mailbox, "mail_failed", job.folder, job.uid, f"customer: {exc}", is_transient(exc))
-            return
-        try:
-            self._conversations.ingest(job, customer_id)
+            self._conversations.put_many(passed)
         except pykka.ActorDeadError:
-            answer(job.mailbox, "mail_failed", job.folder, job.uid, "conversation service is stopped")
+            for job, _ in passed:
+                self._answer(job, "mail_failed", "conversation service is stopped")
+
+    def _resolve_group(self, jobs: list[Incoming]) -> list[tuple[Incoming, str]]:
+        known: dict[str, str] = {}
+        try:
+            found = self._storage.find_customers(jobs[0].inbox_id, [j.mail.sender for j in jobs])  # type: ignore
+            known = {email: doc["contactsId"] for email, doc in found.items()}
+        except Exception as exc:  # noqa: BLE001 - each mail then tries on its own below
+            logger.warning("Customers of %s: batch lookup failed: %s", jobs[0].inbox_id, exc)
+        passed = []
+        for job in jobs:
+            if is_own_mail(job.mail, job.inbox_id):  # our own reply coming back: no customer, nothing to store
+                self._answer(job, "mail_done")
+                continue
+            sender = job.mail.sender  # type: ignore[attr-defined]
+            try:
+                customer_id = known.get(sender) or self.customer_id(job.subdomain, job.inbox_id, job.mail)
+            except MailRejected as exc:
+                logger.warning("Mail %s UID %d (%s) rejected: %s", job.inbox_id, job.uid, job.folder, exc)
+                self._answer(job, "mail_rejected", str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - reported to the mailbox, which retries or gives up
+                logger.warning("Customer for %s UID %d (%s) failed: %s", job.inbox_id, job.uid, job.folder, exc)
+                self._answer(job, "mail_failed", f"customer: {exc}", is_transient(exc))
+                continue
+            known[sender] = customer_id
+            passed.append((job, customer_id))
+        return passed
+
+    def _answer(self, job: Incoming, method: str, *args: Any) -> None:
+        self._finished(job)
+        answer(job.mailbox, method, job.folder, job.uid, *args)
 
     def customer_id(self, subdomain: str, inbox_id: str, mail: Any) -> str:
         email = mail.sender
         if not email:
-            raise RequestError("the mail has no sender address")
-        known = self._storage.find_customer(inbox_id, email)
-        if known:
-            return known["contactsId"]
+            raise MailRejected("the mail has no usable sender address")
+        with self._stripes.lock((inbox_id, email)):  # another lane may be creating the same new customer
+            known = self._storage.find_customer(inbox_id, email)
+            if known:
+                return known["contactsId"]
+            return self._create(subdomain, inbox_id, email, mail)
+
+    def _create(self, subdomain: str, inbox_id: str, email: str, mail: Any) -> str:
         found = self._erxes.find_customer(subdomain, email)
         name = next((a.get("name", "") for a in mail.from_ if a.get("address", "").lower() == email), "")
         first, _, last = name.partition(" ")
@@ -65,6 +104,12 @@ class Customers:
 
 
 class CustomerActor(pykka.ThreadingActor, Customers):
-    def __init__(self, **kwargs: Any) -> None:
+    """One lane's customer stage: ``backlog.wake`` tells it to :meth:`work` off everything waiting."""
+
+    def __init__(self, *, backlog: Backlog, **kwargs: Any) -> None:
         pykka.ThreadingActor.__init__(self)
         Customers.__init__(self, **kwargs)
+        self._backlog = backlog
+
+    def work(self) -> None:
+        self.resolve_batch(self._backlog.take())

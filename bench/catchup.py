@@ -18,6 +18,7 @@ running -> bench/results/catchup-profiled-cpu.txt; every thread including waitin
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import time
 from typing import Any
@@ -194,6 +195,7 @@ def main() -> None:
     data = {
         "benchmark": "catchup", "command": command_line(), "machine": machine, "profiled": args.profile,
         "experiment_patches": args.patch or None,
+        "experiment_config": os.environ.get("BENCH_RUNTIME_CONFIG") or None,
         "mails": args.mails, "mail_bytes": summary([float(s) for s in sizes]), "append_seconds": append_s,
         "runtime": {"seconds_from_start": t_done, "mails_per_s": rate, "seconds_to_healthy": t_healthy,
                     "seconds_to_first_stored": first, "steady_mails_per_s_10_to_90pct": steady,

@@ -204,7 +204,9 @@ class RuntimeProcess:
         s = run.services
         self.module = module  # bench.patched_runtime only for clearly labelled experiments
         self.port = free_port()
-        self.env = {**os.environ, "IMAP_RUNTIME_CONFIG": str(REPO / "configs.json"), "PORT": str(self.port),
+        # BENCH_RUNTIME_CONFIG: EXPERIMENT with other settings (a copy of configs.json); bench.catchup records it
+        config = os.environ.get("BENCH_RUNTIME_CONFIG") or str(REPO / "configs.json")
+        self.env = {**os.environ, "IMAP_RUNTIME_CONFIG": config, "PORT": str(self.port),
                     "MONGO_URL": run.mongo_url, "RABBITMQ_HOST": s["RABBITMQ_HOST"],
                     "MESSAGE_BROKER_PREFIX": run.prefix, "REDIS_HOST": s.get("REDIS_HOST", "127.0.0.1"),
                     "REDIS_PORT": s.get("REDIS_PORT", "6379"), "STANDALONE": "true", "LOG_LEVEL": "INFO",

@@ -20,6 +20,9 @@ DOCS = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
 
 
+ONLY: set[str] = set()  # --only: the figures to draw (all when empty)
+
+
 def load(name: str) -> dict[str, Any] | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -144,10 +147,13 @@ def plots() -> list[Path]:
         plt.close(fig)
         made.append(path)
 
-    lat = load("latency")
+    def wanted(name: str) -> dict[str, Any] | None:
+        return load(name) if not ONLY or name in ONLY else None
+
+    lat = wanted("latency")
     if lat:
         latency_plot(lat, RESULTS / "latency.png", f"Latency, {lat['mails']} mails one at a time (CDF)")
-    sc = load("scale")
+    sc = wanted("scale")
     if sc:
         latency_plot(sc["latency"], RESULTS / "scale-latency.png",
                      f"Latency with {sc['mailboxes']:,} mailboxes IDLE, {sc['latency']['mails']} mails (CDF)")
@@ -168,7 +174,7 @@ def plots() -> list[Path]:
         fig.savefig(RESULTS / "scale.png", dpi=110)
         plt.close(fig)
         made.append(RESULTS / "scale.png")
-    cu = load("catchup")
+    cu = wanted("catchup")
     if cu:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         tl = cu["cursor_timeline"]
@@ -185,7 +191,7 @@ def plots() -> list[Path]:
         fig.savefig(RESULTS / "catchup.png", dpi=110)
         plt.close(fig)
         made.append(RESULTS / "catchup.png")
-    ctl = load("control")
+    ctl = wanted("control")
     if ctl:
         fig, ax = plt.subplots(figsize=(8, 4))
         vals = [r["idle"] * 1000 for r in ctl["per_integration"]]
@@ -206,10 +212,13 @@ def plots() -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-docs", action="store_true", help="print the table only")
+    parser.add_argument("--only", default="", help="draw only these plots (comma-separated, e.g. catchup); implies "
+                                                   "--no-docs")
     args = parser.parse_args()
+    ONLY.update(filter(None, args.only.split(",")))
     text = table()
     print(text)
-    if not args.no_docs and DOCS.exists():
+    if not args.no_docs and not ONLY and DOCS.exists():
         doc = DOCS.read_text()
         if BEGIN in doc and END in doc:
             head, rest = doc.split(BEGIN, 1)

@@ -7,20 +7,19 @@ not a mail at all raise :class:`~runtime.errors.MailParseError`.
 """
 from __future__ import annotations
 
-import codecs
 import email
 import email.policy
-import email.utils
 import hashlib
-import html as html_lib
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.errors import InvalidHeaderDefect
-from email.header import decode_header, make_header
+from datetime import datetime
+from typing import Any, Callable
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
 
+from runtime._mailheaders import (_addresses, _date, _decode_bytes, _decode_words, _delivered_to, _first_raw,
+                                  _fix_surrogates, _message_id, _raw_values, _unique_ids, text_to_html)
 from runtime.errors import MailParseError
 
 logger = logging.getLogger(__name__)
@@ -31,24 +30,40 @@ KEPT_HEADERS = ("auto-submitted", "x-autoreply", "x-autorespond", "precedence", 
                 "x-loop", "content-type")
 SYNTHETIC_DOMAIN = "imap-runtime.invalid"
 _MAX_DEPTH = 40                      # deeper MIME nesting is treated as opaque leaves
-_MODERN_ADDRESS_LIMIT = 32 * 1024    # longer address headers skip the (slow on huge input) modern parser
+_REMEMBERED_LENGTH = 1024            # longer header values are not remembered by the header registry
 
 _HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
-_FOLD = re.compile(r"\r?\n")
-_ID_TOKEN = re.compile(r"<([^<>]*)>|([^\s,<>]+)")
 _WS = re.compile(r"\s+")
-_UTF8_SEQ = re.compile(rb"[\xc2-\xf4][\x80-\xbf]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ASCII = {"us-ascii", "ascii", "ansi_x3.4-1968"}
-_LATIN1 = {"iso-8859-1", "iso8859-1", "iso_8859-1", "latin1", "latin-1", "l1", "cp819", "ibm819",
-           "windows-1252", "cp1252", "x-cp1252", *_ASCII}
-_UTF8 = {"utf-8", "utf8", "unicode-1-1-utf-8", "x-unknown", "unknown", "unknown-8bit", "x-user-defined", "default"}
-_ALIASES = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "ks_c_5601-1987": "cp949",
-            "euc-kr": "cp949", "iso-8859-8-i": "iso-8859-8", "shift-jis": "cp932", "shift_jis": "cp932",
-            "x-sjis": "cp932", "big5": "big5hkscs", "tis-620": "cp874", "windows-874": "cp874"}
 _EXTENSIONS = {"message/rfc822": ".eml", "text/plain": ".txt", "text/html": ".html", "text/calendar": ".ics",
                "image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "application/pdf": ".pdf",
                "message/delivery-status": ".txt", "text/rfc822-headers": ".txt"}
+
+
+class _RememberingRegistry(HeaderRegistry):
+    """``email.policy.default``'s header registry, handing out the header object it made before for the same name
+    and value: the parser and the walk below fetch a part's Content-Type again and again (the stdlib re-parses it at
+    every ``get_content_type()``), about 20 parses of a header per mail. Header objects are immutable, so sharing
+    one changes nothing. Bounded: forgets everything past ``size`` entries; values over 1 KiB are not kept."""
+
+    def __init__(self, size: int = 4096) -> None:
+        super().__init__()
+        self._made: dict[tuple[str, str], BaseHeader] = {}
+        self._size = size
+
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        if len(value) > _REMEMBERED_LENGTH:  # a huge header is parsed anew rather than kept
+            return super().__call__(name, value)
+        key = (name, value)
+        made = self._made.get(key)
+        if made is None:
+            if len(self._made) >= self._size:
+                self._made.clear()
+            made = self._made[key] = super().__call__(name, value)
+        return made
+
+
+_POLICY = email.policy.default.clone(header_factory=_RememberingRegistry())
 
 
 @dataclass(frozen=True)
@@ -79,185 +94,32 @@ class ParsedMail:
         return next((str(e["address"]).lower() for e in self.from_ if e.get("address")), None)
 
 
-# ----------------------------------------------------------------------------------------------- text helpers
-
-def _decode_bytes(data: bytes, charset: str | None) -> str:
-    """Decode a body with its declared charset; mislabelled or unknown charsets degrade, never raise."""
-    label = (charset or "").strip().strip('"').lower()
-    if not data:
-        return ""
-    if not label or label in _UTF8:
-        return _utf8_or_cp1252(data, declared_utf8=label.startswith(("utf", "unicode")))
-    if label in _LATIN1:
-        if label in _ASCII and _UTF8_SEQ.search(data):
-            return _utf8_or_cp1252(data, declared_utf8=False)   # 8-bit UTF-8 labelled as ASCII
-        return data.decode("cp1252", errors="replace")          # WHATWG: Latin-1 labels mean windows-1252
-    try:
-        info = codecs.lookup(_ALIASES.get(label, label))
-        if not getattr(info, "_is_text_encoding", True):         # e.g. "base64", "rot13"
-            raise LookupError(label)
-        return data.decode(info.name, errors="replace")
-    except Exception:  # noqa: BLE001 - any codec failure degrades to the guess below
-        logger.debug("unknown or failing charset %r, guessing", label)
-        return _utf8_or_cp1252(data, declared_utf8=False)
-
-
-def _utf8_or_cp1252(data: bytes, declared_utf8: bool) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        if declared_utf8 and _UTF8_SEQ.search(data):
-            return data.decode("utf-8", errors="replace")       # real UTF-8 with a few broken bytes
-        return data.decode("cp1252", errors="replace")          # 8-bit Latin-1/Windows text
-
-
-def _fix_surrogates(value: str) -> str:
-    """Header strings from the bytes parser keep raw 8-bit bytes as surrogate escapes; decode them."""
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        return _utf8_or_cp1252(value.encode("utf-8", "surrogateescape"), declared_utf8=False)
-
-
-def _decode_words(value: str) -> str:
-    """Decode RFC 2047 encoded words in a raw (unfolded) header string, tolerating junk."""
-    value = _fix_surrogates(value)
-    if "=?" not in value:
-        return value
-    try:
-        return str(make_header(decode_header(value)))
-    except Exception:  # noqa: BLE001 - malformed encoded words stay as written
-        return value
-
-
-def text_to_html(text: str) -> str:
-    """Render plain text as escaped HTML: ``<div>`` with ``<br>`` for each newline; ``""`` for empty text."""
-    if not text:
-        return ""
-    escaped = html_lib.escape(text.replace("\r\n", "\n").replace("\r", "\n"))
-    return "<div>" + escaped.replace("\n", "<br>") + "</div>"
-
-
-# --------------------------------------------------------------------------------------------- header helpers
-
-def _raw_values(msg: Message, name: str) -> list[str]:
-    """Every value of header ``name`` as written (unfolded, stripped; 8-bit bytes as surrogate escapes)."""
-    lname = name.lower()
-    return [_FOLD.sub("", str(v)).strip() for k, v in msg.raw_items() if k.lower() == lname]
-
-
-def _first_raw(msg: Message, name: str) -> str | None:
-    return next(iter(_raw_values(msg, name)), None)
-
-
-def _strip_comments(value: str) -> str:
-    """Remove RFC 5322 comments ``(...)`` (nested, with escapes) outside angle brackets."""
-    if "(" not in value:
-        return value
-    out: list[str] = []
-    depth, in_angle, escaped = 0, False, False
-    for ch in value:
-        if depth:
-            if escaped or ch == "\\":
-                escaped = not escaped
-            else:
-                depth += (ch == "(") - (ch == ")")
-        elif ch == "(" and not in_angle:
-            depth = 1
-            out.append(" ")
-        else:
-            in_angle = (ch == "<") or (in_angle and ch != ">")
-            out.append(ch)
-    return "".join(out)
-
-
-def _extract_ids(value: str) -> list[str]:
-    """``<a> b@c,<d>`` -> ``["<a>", "<b@c>", "<d>"]``; bare tokens count only when they contain ``@``."""
-    ids: list[str] = []
-    for bracketed, bare in _ID_TOKEN.findall(_strip_comments(_fix_surrogates(value))):
-        inner = _WS.sub("", bracketed)
-        if inner:
-            ids.append(f"<{inner}>")
-        elif bare and "@" in bare and '"' not in bare:
-            ids.append(f"<{bare}>")
-    return ids
-
-
-def _message_id(msg: Message) -> str | None:
-    raw = _fix_surrogates(_first_raw(msg, "message-id") or "")
-    ids = _extract_ids(raw) or [f"<{t}>" for t in _strip_comments(raw).replace("<", " ").replace(">", " ").split()]
-    return ids[0] if ids else None
-
-
-def _unique_ids(msg: Message, name: str) -> list[str]:
-    """All ids of every ``name`` header, in order, without duplicates."""
-    return list(dict.fromkeys(i for raw in _raw_values(msg, name) for i in _extract_ids(raw)))
-
-
-def _date(msg: Message) -> datetime | None:
-    raw = _first_raw(msg, "date")
-    if not raw:
-        return None
-    try:
-        value = msg["date"].datetime
-    except Exception:  # noqa: BLE001 - fall back to the lenient parser below
-        value = None
-    try:
-        value = value or email.utils.parsedate_to_datetime(_fix_surrogates(raw))
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-    except Exception:  # noqa: BLE001 - malformed dates become None
-        logger.debug("unparseable Date header %r", raw[:200])
-        return None
-
-
-def _split_bare(name: str, address: str) -> tuple[str, str]:
-    """``("", "John Smith john@x.y")`` -> ``("John Smith", "john@x.y")`` for addresses getaddresses mangled."""
-    address = address.strip()
-    if " " in address and "@" in address and not address.startswith('"'):
-        words = address.split()
-        last = max(i for i, word in enumerate(words) if "@" in word)
-        return (name or " ".join(words[:last] + words[last + 1:])).strip(), words[last].strip("<>,;")
-    return name, address
-
-
-def _addresses(msg: Message, name: str) -> list[dict]:
-    """``[{name, address}]`` of an address header: the modern policy where it parses, else getaddresses."""
-    raws = _raw_values(msg, name)
-    if not raws:
-        return []
-    result: list[dict] = []
-    if sum(len(r) for r in raws) <= _MODERN_ADDRESS_LIMIT:
-        try:
-            headers = msg.get_all(name) or []
-            if not any(isinstance(d, InvalidHeaderDefect) for h in headers for d in h.defects):
-                for addr in (a for h in headers for a in h.addresses):
-                    address = _fix_surrogates(addr.addr_spec or "").strip()
-                    if address and address != "<>":
-                        result.append({"name": _fix_surrogates(addr.display_name or "").strip(), "address": address})
-                return result
-        except Exception:  # noqa: BLE001 - fall back to the lenient parser below
-            logger.debug("%s header did not parse with the modern policy", name)
-    for display, address in email.utils.getaddresses([_fix_surrogates(r) for r in raws]):
-        display, address = _split_bare(display, address)
-        if address and address != "<>":
-            result.append({"name": _decode_words(display).strip(), "address": address})
-    return result
-
-
-def _delivered_to(msg: Message) -> list[str]:
-    raws = [_fix_surrogates(v) for h in ("delivered-to", "x-original-to") for v in _raw_values(msg, h)]
-    unique: dict[str, str] = {}
-    for _display, address in email.utils.getaddresses(raws):
-        if address.strip():
-            unique.setdefault(address.strip().lower(), address.strip())
-    return list(unique.values())
-
-
 # ------------------------------------------------------------------------------------------------ MIME walking
 
+def _once(part: Message, key: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``, remembered on ``part`` for this parse: with ``email.policy.default`` every
+    ``get_content_type()``, ``get_content_disposition()``, ``get_filename()``... re-parses its header through the
+    header registry, and the walk below asks each part several times (the same methods, so the same answers)."""
+    memo = part.__dict__.setdefault("_imap_runtime_memo", {})
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
+def _content_type(part: Message) -> str:
+    return _once(part, "type", part.get_content_type)
+
+
+def _maintype(part: Message) -> str:
+    return _content_type(part).split("/")[0]  # as Message.get_content_maintype()
+
+
+def _subtype(part: Message) -> str:
+    return _content_type(part).split("/")[1]  # as Message.get_content_subtype()
+
+
 def _is_container(part: Message, depth: int) -> bool:
-    return part.get_content_maintype() == "multipart" and part.is_multipart() and depth < _MAX_DEPTH
+    return _maintype(part) == "multipart" and part.is_multipart() and depth < _MAX_DEPTH
 
 
 def _children(part: Message) -> list[Message]:
@@ -265,6 +127,10 @@ def _children(part: Message) -> list[Message]:
 
 
 def _disposition(part: Message) -> str | None:
+    return _once(part, "disposition", lambda: _disposition_of(part))
+
+
+def _disposition_of(part: Message) -> str | None:
     try:
         return part.get_content_disposition()
     except Exception:  # noqa: BLE001
@@ -273,6 +139,10 @@ def _disposition(part: Message) -> str | None:
 
 def _filename(part: Message) -> str | None:
     """The part's filename, decoded, without directories or control characters."""
+    return _once(part, "filename", lambda: _filename_of(part))
+
+
+def _filename_of(part: Message) -> str | None:
     try:
         name = part.get_filename()
     except Exception:  # noqa: BLE001
@@ -284,8 +154,8 @@ def _filename(part: Message) -> str | None:
 def _is_body_candidate(part: Message, top: bool) -> bool:
     """Inline text/plain or text/html without a filename; a single-part text mail is always its body."""
     if top:
-        return part.get_content_maintype() in ("text", "multipart")     # multipart here: boundary missing
-    if part.get_content_type() not in ("text/plain", "text/html"):
+        return _maintype(part) in ("text", "multipart")     # multipart here: boundary missing
+    if _content_type(part) not in ("text/plain", "text/html"):
         return False
     return _disposition(part) != "attachment" and _filename(part) is None
 
@@ -327,8 +197,8 @@ def _body_of(part: Message, top: bool, depth: int) -> tuple[str | None, str | No
         if not _is_body_candidate(part, top):
             return None, None
         content = _part_text(part)
-        return (content, None) if part.get_content_subtype() == "html" else (None, content)
-    children, subtype = _children(part), part.get_content_subtype()
+        return (content, None) if _subtype(part) == "html" else (None, content)
+    children, subtype = _children(part), _subtype(part)
     if subtype == "alternative":
         html = text = None
         for child in children:
@@ -363,7 +233,7 @@ def _attachment_parts(msg: Message) -> list[tuple[str, Message]]:
 
 def _describe(path: str, part: Message) -> tuple[str, str, str | None, str]:
     """``(filename, mimeType, contentId, type)`` of an attachment part."""
-    mime_type = part.get_content_type()
+    mime_type = _content_type(part)
     content_id = _WS.sub("", _fix_surrogates(_first_raw(part, "content-id") or "")).strip("<>") or None
     filename = _filename(part) or f"attachment-{path.replace('.', '-')}{_EXTENSIONS.get(mime_type, '.bin')}"
     kind = "inline" if content_id and _disposition(part) != "attachment" else "attachment"
@@ -382,7 +252,7 @@ def _parse_bytes(raw: bytes) -> Message:
     if not _HEADER_LINE.match(head):
         raise MailParseError("not a mail: no header section")
     try:
-        return email.message_from_bytes(raw, policy=email.policy.default)
+        return email.message_from_bytes(raw, policy=_POLICY)
     except RecursionError as exc:
         raise MailParseError("mail is too deeply nested to parse") from exc
     except Exception as exc:  # noqa: BLE001 - the parser is lenient; anything escaping it is fatal
@@ -390,7 +260,8 @@ def _parse_bytes(raw: bytes) -> Message:
 
 
 def synthetic_message_id(raw: bytes, msg: Message | None = None) -> str:
-    """A stable ``<sha256@imap-runtime.invalid>`` id from Date, From, To, Subject values and ``len(raw)``."""
+    """A stable ``<sha256@imap-runtime.invalid>`` id from Date, From, To, Subject values and the raw bytes (two
+    mails that differ only in their bodies are two mails)."""
     if msg is None:
         msg = _parse_bytes(raw)
     digest = hashlib.sha256()
@@ -398,7 +269,7 @@ def synthetic_message_id(raw: bytes, msg: Message | None = None) -> str:
         digest.update(name.encode() + b"\x00")
         for value in _raw_values(msg, name):
             digest.update(value.encode("utf-8", "surrogateescape") + b"\x00")
-    digest.update(str(len(raw)).encode())
+    digest.update(str(len(raw)).encode() + b"\x00" + raw)
     return f"<{digest.hexdigest()}@{SYNTHETIC_DOMAIN}>"
 
 

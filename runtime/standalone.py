@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pymongo
 from bson import ObjectId
 from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
 
 from runtime.errors import RequestError
 from runtime.storage import utcnow
@@ -90,7 +91,7 @@ class Standalone:
             raise RequestError(f"unknown action {data.get('action')!r}")
         try:
             payload = json.loads(data.get("payload") or "")
-        except (TypeError, json.JSONDecodeError):
+        except (TypeError, json.JSONDecodeError, RecursionError):
             raise RequestError("payload must be a JSON string") from None
         if not isinstance(payload, dict) or not payload.get("integrationId"):
             raise RequestError("payload.integrationId is required")
@@ -107,13 +108,16 @@ class Standalone:
                "content": payload.get("content", ""), "createdAt": _date(payload.get("createdAt")) or now,
                "updatedAt": now, "status": "new", "messageCount": 1}
         key = payload.get("idempotencyKey")
-        if key:
-            stored = self.conversations.find_one_and_update(
-                {"idempotencyKey": key}, {"$setOnInsert": {**doc, "_id": str(ObjectId())}},
-                upsert=True, return_document=pymongo.ReturnDocument.AFTER)
-            return {"_id": stored["_id"]}
         doc["_id"] = str(ObjectId())
-        self.conversations.insert_one(doc)
+        if key:
+            doc["idempotencyKey"] = key
+        try:  # an insert, rather than an upsert: one write instead of a lookup and a write
+            self.conversations.insert_one(doc)
+        except DuplicateKeyError:  # this key's conversation exists: the same answer again
+            stored = self.conversations.find_one({"idempotencyKey": key}) if key else None
+            if stored is None:
+                raise
+            return {"_id": stored["_id"]}
         return {"_id": doc["_id"]}
 
     def change_status(self, envelope: dict[str, Any]) -> None:
@@ -124,11 +128,13 @@ class Standalone:
 
     def message_inserted(self, envelope: dict[str, Any]) -> None:
         data = _data(envelope)
-        # one record per message; ``deliveries`` counts repeats (at-least-once after a crash at the wrong moment)
-        self.inserted.update_one(
-            {"messageId": data.get("_id")},
-            {"$setOnInsert": {"conversationId": data.get("conversationId"), "content": data.get("content"),
-                              "receivedAt": utcnow()}, "$inc": {"deliveries": 1}}, upsert=True)
+        # one record per message; ``deliveries`` counts repeats (at-least-once after a crash at the wrong moment).
+        # An insert first (one write; almost every message comes once), the count raised on a repeat.
+        try:
+            self.inserted.insert_one({"messageId": data.get("_id"), "conversationId": data.get("conversationId"),
+                                      "content": data.get("content"), "receivedAt": utcnow(), "deliveries": 1})
+        except DuplicateKeyError:
+            self.inserted.update_one({"messageId": data.get("_id")}, {"$inc": {"deliveries": 1}})
 
 
 def _data(envelope: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ Uniqueness is scoped per integration (the contract's policy): ``(inboxIntegratio
 intent is recorded, with the conversation id once known) -> ``stored`` (the conversation call is done) -> ``done``
 (announced to inbox). Readers of the UI only see ``stored``/``done`` ones.
 
-Secrets at rest (``password``, ``webhookSecret`` of ``imap_integrations``) are sealed on write and unseal on read
+Secrets at rest (``password``, ``webhookSecret`` and the OAuth2 client secret, refresh and access tokens of
+``imap_integrations``, :data:`SECRET_FIELDS`) are sealed on write and unseal on read
 here, in one place (:mod:`runtime.sealing`): ``get_integration``, ``get_integration_by_id``, ``find_integration``,
 ``list_integrations`` and ``save_integration`` return documents with plain secrets, for internal use only (never
 for a response). Plain values (erxes's own records) read as they are until ``reseal_integrations`` seals them. A
@@ -25,9 +26,11 @@ from typing import Any, Iterable
 import pymongo
 from bson import Binary, ObjectId
 from bson.errors import InvalidId
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from runtime.errors import StorageError
+from runtime.pipeline import pick_thread
 from runtime.sealing import Sealer, is_sealed
 
 __all__ = ["Storage", "utcnow"]
@@ -35,8 +38,9 @@ __all__ = ["Storage", "utcnow"]
 logger = logging.getLogger(__name__)
 
 PENDING, STORED, DONE = "pending", "stored", "done"
+DUPLICATE_KEY = 11000
 MAX_RAW_IN_DOCUMENT = 15 * 1024 * 1024  # MongoDB documents hold 16 MiB
-SECRET_FIELDS = ("password", "webhookSecret")
+SECRET_FIELDS = ("password", "webhookSecret", "oauthClientSecret", "oauthRefreshToken", "oauthAccessToken")
 
 
 def utcnow() -> dt.datetime:
@@ -98,6 +102,12 @@ class Storage:
              "$setOnInsert": {"createdAt": now, "healthStatus": "healthy", "error": None,
                               "webhookSecret": self._seal("webhookSecret", inbox_id, secrets.token_urlsafe(32))}},
             upsert=True, return_document=pymongo.ReturnDocument.AFTER))
+
+    def update_integration_fields(self, inbox_id: str, fields: dict[str, Any]) -> bool:
+        """Set ``fields`` (secrets sealed) on an existing integration; False when there is none (never creates).
+        ``updatedAt`` (the settings' version: other nodes restart the mailbox when it changes) is left alone."""
+        fields = {k: (self._seal(k, inbox_id, v) if k in SECRET_FIELDS else v) for k, v in fields.items()}
+        return self.integrations.update_one({"inboxId": inbox_id}, {"$set": fields}).matched_count > 0
 
     def get_integration(self, inbox_id: str) -> dict[str, Any] | None:
         return self._open(self.integrations.find_one({"inboxId": inbox_id}))
@@ -194,6 +204,14 @@ class Storage:
     def find_customer(self, inbox_id: str, email: str) -> dict[str, Any] | None:
         return self.customers.find_one({"inboxIntegrationId": inbox_id, "email": email})
 
+    def find_customers(self, inbox_id: str, emails: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The known customers of ``inbox_id`` among ``emails``, by email (one query for a batch)."""
+        wanted = [e for e in dict.fromkeys(emails) if e]
+        if not wanted:
+            return {}
+        return {doc["email"]: doc for doc in self.customers.find({"inboxIntegrationId": inbox_id,
+                                                                  "email": {"$in": wanted}})}
+
     def save_customer(self, inbox_id: str, email: str, contacts_id: str, first_name: str = "",
                       last_name: str = "") -> dict[str, Any]:
         return self.customers.find_one_and_update(
@@ -206,23 +224,35 @@ class Storage:
     def find_message(self, inbox_id: str, message_id: str) -> dict[str, Any] | None:
         return self.messages.find_one({"inboxIntegrationId": inbox_id, "messageId": message_id})
 
-    def find_thread_conversation(self, inbox_id: str, message_ids: Iterable[str]) -> str | None:
-        """The conversation of a stored message this mail answers (by In-Reply-To/References), or of a sibling
-        that shares one of those ancestors."""
+    def find_messages(self, inbox_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored messages of ``inbox_id`` among ``message_ids``, by Message-ID (one query for a batch)."""
         ids = [m for m in dict.fromkeys(message_ids) if m]
         if not ids:
-            return None
+            return {}
+        return {doc["messageId"]: doc for doc in self.messages.find(
+            {"inboxIntegrationId": inbox_id, "messageId": {"$in": ids}})}
+
+    def find_thread_conversation(self, inbox_id: str, message_ids: Iterable[str]) -> str | None:
+        """The conversation of a stored message this mail answers (by In-Reply-To/References), or of a sibling
+        that shares one of those ancestors; the earliest match wins."""
+        ids = [m for m in dict.fromkeys(message_ids) if m]
+        return pick_thread(self.thread_candidates(inbox_id, ids), ids)
+
+    def thread_candidates(self, inbox_id: str, message_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Stored messages with a conversation that are one of ``message_ids`` or reference one of them (for a
+        whole batch at once; :func:`runtime.pipeline.pick_thread` picks each mail's)."""
+        ids = [m for m in dict.fromkeys(message_ids) if m]
+        if not ids:
+            return []
         # Two plain queries, each on its own index, rather than one $or: servers plan $or poorly (SecantusDB scanned
-        # the collection: 390 ms a mail at 10,000 messages, see docs/benchmarks.md); the earliest match wins.
-        found = []
+        # the collection: 390 ms a mail at 10,000 messages, see docs/benchmarks.md).
+        found: dict[Any, dict[str, Any]] = {}
         for field in ("messageId", "references"):
-            found += [doc for doc in self.messages.find(
-                {"inboxIntegrationId": inbox_id, field: {"$in": ids}},
-                projection={"inboxConversationId": 1, "createdAt": 1}) if doc.get("inboxConversationId")]
-        if not found:
-            return None
-        return min(found, key=lambda doc: (doc.get("createdAt") is None, doc.get("createdAt") or 0))[
-            "inboxConversationId"]
+            for doc in self.messages.find({"inboxIntegrationId": inbox_id, field: {"$in": ids}}, projection={
+                    "messageId": 1, "references": 1, "inboxConversationId": 1, "createdAt": 1}):
+                if doc.get("inboxConversationId"):
+                    found[doc["_id"]] = doc
+        return list(found.values())
 
     def record_pending(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Record the intent to ingest a message; returns the stored document (an earlier one if it exists)."""
@@ -242,6 +272,40 @@ class Storage:
 
     def set_message_state(self, message_oid: ObjectId, state: str) -> None:
         self.messages.update_one({"_id": message_oid}, {"$set": {"ingestState": state}})
+
+    def record_pending_many(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`record_pending` for a batch in one ``insert_many(ordered=False)``; returns the stored documents in
+        order (for a Message-ID already stored, the earlier document)."""
+        docs = [{**doc, "ingestState": PENDING} for doc in docs]
+        if not docs:
+            return []
+        try:
+            self.messages.insert_many(docs, ordered=False)
+            return docs
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors") or []
+            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            duplicates = {int(e["index"]) for e in errors}
+        stored = []
+        for i, doc in enumerate(docs):
+            if i in duplicates:
+                doc = self.find_message(doc["inboxIntegrationId"], doc["messageId"])
+                if doc is None:  # deleted in between: the integration is being removed
+                    raise StorageError("message vanished while being recorded")
+            stored.append(doc)
+        return stored
+
+    def set_conversations_stored(self, pairs: list[tuple[ObjectId, str]]) -> None:
+        """``set_message_conversation(oid, conversation, STORED)`` for a batch, in one ordered ``bulk_write``."""
+        if pairs:
+            self.messages.bulk_write([UpdateOne({"_id": oid}, {"$set": {"inboxConversationId": conversation,
+                                                                        "ingestState": STORED}})
+                                      for oid, conversation in pairs], ordered=True)
+
+    def set_messages_state(self, message_oids: list[ObjectId], state: str) -> None:
+        if message_oids:
+            self.messages.update_many({"_id": {"$in": message_oids}}, {"$set": {"ingestState": state}})
 
     def conversation_messages(self, conversation_id: str) -> list[dict[str, Any]]:
         # messages written by erxes's own plugin have no ingestState: they count as done

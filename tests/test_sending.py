@@ -325,11 +325,8 @@ class _FakeImap:
 
 
 @pytest.fixture
-def plain_storage(mongo_url: str) -> Iterator[Storage]:
-    storage = Storage(mongo_url)
-    storage.ensure_indexes()
-    yield storage
-    storage.close()
+def plain_storage(storage: Storage) -> Storage:
+    return storage  # conftest's Storage on a fresh database
 
 
 def local_sender(storage: Storage, runtime_cfg: Any, port: int, *, timeout: float = 2.0,

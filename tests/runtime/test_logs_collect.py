@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,14 +12,6 @@ from runtime.logs_collect import collect_items
 from runtime.storage import Storage
 
 T0 = dt.datetime(2024, 1, 31, 9, 30, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def storage(mongo_url: str) -> Iterator[Storage]:
-    s = Storage(mongo_url)
-    s.ensure_indexes()
-    yield s
-    s.close()
 
 
 def message(storage: Storage, minutes: int, **fields: Any) -> ObjectId:

@@ -302,6 +302,8 @@ def test_missing_message_id_gets_stable_synthetic_id() -> None:
     assert parse_mail(simple_mail(**{"Message-ID": None, "Subject": "Other"})).message_id != first.message_id
     longer = raw + b"one more line\r\n"
     assert parse_mail(longer).message_id != first.message_id
+    same_length = raw[:-3] + bytes([raw[-3] ^ 1]) + raw[-2:]  # same headers, same size, another body
+    assert parse_mail(same_length).message_id != first.message_id
     assert synthetic_message_id(raw, email.message_from_bytes(raw, policy=email.policy.default)) == first.message_id
     assert synthetic_message_id(raw, None) == first.message_id
 

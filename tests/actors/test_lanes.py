@@ -1,0 +1,254 @@
+"""The pipeline's lanes: the plain Customers and Conversations on batches, and the router with real actors, against
+an in-memory storage and a recording erxes (no servers; tests/test_ingest.py and tests/test_process.py run the
+same code against the real ones)."""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from pymongo.errors import AutoReconnect
+
+from actors.conversation import Conversations
+from actors.customer import Customers
+from actors.router import start_pipeline
+from runtime.cursor import Incoming
+from runtime.errors import RpcError
+from runtime.mailparse import parse_mail
+from runtime.pipeline import pick_thread
+from runtime.storage import DONE, PENDING, STORED
+from tests.conftest import make_mail
+
+INBOX = "inbox-1"
+
+
+class MemoryStorage:
+    """The storage methods the lanes use, in memory; ``calls`` records each (batch) call by name."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, dict[str, Any]] = {}  # by messageId
+        self.customers: dict[str, dict[str, Any]] = {}
+        self.calls: list[str] = []
+        self.lock = threading.Lock()
+
+    def find_messages(self, inbox_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        self.calls.append("find_messages")
+        return {m: dict(self.messages[m]) for m in ids if m in self.messages}
+
+    def thread_candidates(self, inbox_id: str, ids: list[str]) -> list[dict[str, Any]]:
+        self.calls.append("thread_candidates")
+        return [dict(d) for d in self.messages.values() if d.get("inboxConversationId") and (
+            d["messageId"] in ids or set(ids) & set(d["references"]))]
+
+    def find_thread_conversation(self, inbox_id: str, ids: list[str]) -> str | None:
+        return pick_thread(self.thread_candidates(inbox_id, ids), ids)
+
+    def record_pending_many(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.calls.append("record_pending_many")
+        out = []
+        for doc in docs:
+            doc = self.messages.setdefault(doc["messageId"], {**doc, "_id": ObjectId(), "ingestState": PENDING})
+            out.append(dict(doc))
+        return out
+
+    def _by_oid(self, oid: ObjectId) -> dict[str, Any]:
+        return next(d for d in self.messages.values() if d["_id"] == oid)
+
+    def set_conversations_stored(self, pairs: list[tuple[ObjectId, str]]) -> None:
+        self.calls.append("set_conversations_stored")
+        for oid, conversation in pairs:
+            self._by_oid(oid).update(inboxConversationId=conversation, ingestState=STORED)
+
+    def set_messages_state(self, oids: list[ObjectId], state: str) -> None:
+        self.calls.append("set_messages_state")
+        for oid in oids:
+            self._by_oid(oid)["ingestState"] = state
+
+    def find_customers(self, inbox_id: str, emails: list[str]) -> dict[str, dict[str, Any]]:
+        self.calls.append("find_customers")
+        return {e: self.customers[e] for e in emails if e in self.customers}
+
+    def find_customer(self, inbox_id: str, email: str) -> dict[str, Any] | None:
+        return self.customers.get(email)
+
+    def save_customer(self, inbox_id: str, email: str, contacts_id: str, first: str = "", last: str = "") -> Any:
+        with self.lock:
+            return self.customers.setdefault(email, {"email": email, "contactsId": contacts_id})
+
+
+class RecordingErxes:
+    """erxes's procedures as the emulation answers them; checks that the intent is recorded before inbox is called."""
+
+    def __init__(self, storage: MemoryStorage, fail: dict[str, Exception] | None = None) -> None:
+        self.storage = storage
+        self.fail = fail or {}
+        self.receive: list[tuple[str, str | None]] = []  # (messageId, conversation id given)
+        self.inserted: list[str] = []
+        self.created: list[str] = []
+        self._ids = itertools.count(1)
+        self.rpc_seconds = 0.0
+
+    def create_or_update_conversation(self, subdomain: str, *, conversation_id: str | None, idempotency_key: str,
+                                      **_: Any) -> str:
+        message_id = idempotency_key.split("/", 1)[1]
+        assert self.storage.messages[message_id]["ingestState"] == PENDING  # the intent came first
+        if message_id in self.fail:
+            raise self.fail[message_id]
+        self.receive.append((message_id, conversation_id))
+        return conversation_id or f"conv-{next(self._ids)}"
+
+    def message_inserted(self, subdomain: str, *, message_id: str, content: str, conversation_id: str) -> None:
+        self.inserted.append(message_id)
+
+    def find_customer(self, subdomain: str, email: str) -> None:
+        return None
+
+    def create_customer(self, subdomain: str, inbox_id: str, email: str, *_: Any) -> dict[str, Any]:
+        self.created.append(email)
+        time.sleep(self.rpc_seconds)  # the round trip, during which another lane could ask for the same sender
+        return {"_id": f"customer-{email}"}
+
+
+class Answers:
+    """Stands in for the mailbox."""
+
+    def __init__(self) -> None:
+        self.done: list[int] = []
+        self.failed: list[tuple[int, bool]] = []
+        self.all_in = threading.Event()
+        self.expected = 0
+
+    def mail_done(self, folder: str, uid: int) -> None:
+        self.done.append(uid)
+        self._check()
+
+    def mail_failed(self, folder: str, uid: int, error: str, transient: bool = False) -> None:
+        self.failed.append((uid, transient))
+        self._check()
+
+    def _check(self) -> None:
+        if len(self.done) + len(self.failed) >= self.expected:
+            self.all_in.set()
+
+
+def job(uid: int, answers: Answers, **mail: Any) -> Incoming:
+    raw = make_mail(to="support@example.org", **mail)
+    return Incoming(INBOX, "os", "INBOX", uid, parse_mail(raw), answers)
+
+
+@pytest.fixture
+def storage() -> MemoryStorage:
+    return MemoryStorage()
+
+
+def test_a_batch_is_written_together_and_a_reply_lands_in_its_parents_conversation(storage):
+    erxes, answers = RecordingErxes(storage), Answers()
+    batch = [(job(1, answers, message_id="<a@x>"), "c1"),
+             (job(2, answers, message_id="<b@x>", in_reply_to="<a@x>"), "c2"),  # no References: only In-Reply-To
+             (job(3, answers, message_id="<c@x>"), "c1")]
+    Conversations(storage=storage, erxes=erxes).ingest_batch(batch)
+    assert answers.done == [1, 2, 3] and answers.failed == []
+    assert storage.calls == ["find_messages", "thread_candidates", "record_pending_many", "set_conversations_stored",
+                             "set_messages_state"]
+    conv = {m: d["inboxConversationId"] for m, d in storage.messages.items()}
+    assert conv["<b@x>"] == conv["<a@x>"] != conv["<c@x>"]
+    assert erxes.receive == [("<a@x>", None), ("<b@x>", conv["<a@x>"]), ("<c@x>", None)]
+    assert {d["ingestState"] for d in storage.messages.values()} == {DONE}
+    assert len(erxes.inserted) == 3
+
+
+def test_a_repeated_mail_is_done_without_calling_anything_again(storage):
+    erxes, answers = RecordingErxes(storage), Answers()
+    lanes = Conversations(storage=storage, erxes=erxes)
+    lanes.ingest_batch([(job(1, answers, message_id="<a@x>"), "c1")])
+    lanes.ingest_batch([(job(1, answers, message_id="<a@x>"), "c1"), (job(2, answers, message_id="<a@x>"), "c1")])
+    assert answers.done == [1, 1, 2]
+    assert len(erxes.receive) == 1 and len(erxes.inserted) == 1
+
+
+def test_a_copy_in_the_same_batch_waits_for_the_first_and_repeats_nothing(storage):
+    erxes, answers = RecordingErxes(storage), Answers()
+    Conversations(storage=storage, erxes=erxes).ingest_batch(
+        [(job(1, answers, message_id="<a@x>"), "c1"), (job(2, answers, message_id="<a@x>"), "c1")])
+    assert sorted(answers.done) == [1, 2]
+    assert len(erxes.receive) == 1 and len(erxes.inserted) == 1
+
+
+def test_after_a_crash_a_pending_reply_is_threaded_again_rather_than_anew(storage):
+    erxes, answers = RecordingErxes(storage), Answers()
+    lanes = Conversations(storage=storage, erxes=erxes)
+    lanes.ingest_batch([(job(1, answers, message_id="<a@x>"), "c1")])
+    # as left by a kill -9 after the inbox call of a reply recorded in the same batch as its parent
+    storage.record_pending_many([{"messageId": "<b@x>", "references": [], "inboxConversationId": None,
+                                  "customerId": "c2", "createdAt": None, "subject": "", "body": ""}])
+    lanes.ingest_batch([(job(2, answers, message_id="<b@x>", in_reply_to="<a@x>"), "c2")])
+    assert erxes.receive[-1] == ("<b@x>", storage.messages["<a@x>"]["inboxConversationId"])
+    assert storage.messages["<b@x>"]["ingestState"] == DONE
+
+
+def test_an_outage_fails_the_rest_of_the_batch_at_once_as_transient(storage):
+    erxes, answers = RecordingErxes(storage, fail={"<b@x>": AutoReconnect("down")}), Answers()
+    Conversations(storage=storage, erxes=erxes).ingest_batch(
+        [(job(n, answers, message_id=f"<{m}@x>"), "c") for n, m in enumerate("abc", 1)])
+    assert answers.done == [1]
+    assert answers.failed == [(2, True), (3, True)]
+    assert [m for m, _ in erxes.receive] == ["<a@x>"]  # no call for the rest
+    assert storage.messages["<c@x>"]["ingestState"] == PENDING  # recorded; the re-fetch completes it
+
+
+def test_an_error_answer_for_one_mail_fails_only_that_mail(storage):
+    erxes, answers = RecordingErxes(storage, fail={"<b@x>": RpcError("inbox said no")}), Answers()
+    Conversations(storage=storage, erxes=erxes).ingest_batch(
+        [(job(n, answers, message_id=f"<{m}@x>"), "c") for n, m in enumerate("abc", 1)])
+    assert answers.done == [1, 3] and answers.failed == [(2, False)]
+
+
+def test_customers_of_a_batch_are_looked_up_once_and_a_new_sender_created_once(storage):
+    erxes, answers, passed = RecordingErxes(storage), Answers(), []
+    storage.customers["known@example.com"] = {"email": "known@example.com", "contactsId": "k"}
+    sink = type("Sink", (), {"put_many": lambda self, items: passed.extend(items)})()
+    Customers(storage=storage, erxes=erxes, conversations=sink).resolve_batch(
+        [job(1, answers, sender="known@example.com"), job(2, answers, sender="New <new@example.com>"),
+         job(3, answers, sender="new@example.com")])
+    assert storage.calls == ["find_customers"]
+    assert erxes.created == ["new@example.com"]
+    assert [(j.uid, c) for j, c in passed] == [(1, "k"), (2, "customer-new@example.com"),
+                                               (3, "customer-new@example.com")]
+
+
+def test_the_router_keeps_a_thread_in_order_across_lanes_and_drains(storage):
+    erxes, answers = RecordingErxes(storage), Answers()
+    router, refs = start_pipeline(storage=storage, erxes=erxes, lanes=4)
+    jobs = [job(1, answers, message_id="<root@x>", sender="s1@example.com")]
+    for n in range(2, 41):  # a chain of replies, each to the one before, with References that do not start at it
+        jobs.append(job(n, answers, message_id=f"<m{n}@x>", in_reply_to=jobs[-1].mail.message_id,
+                        references=[f"<elsewhere{n}@x>", jobs[-1].mail.message_id], sender=f"s{n % 7}@example.com"))
+    answers.expected = len(jobs)
+    for j in jobs:
+        router.resolve(j)
+    router.drain(timeout=10)
+    assert answers.all_in.wait(10)
+    assert sorted(answers.done) == list(range(1, 41)) and answers.failed == []
+    assert len({d["inboxConversationId"] for d in storage.messages.values()}) == 1  # one thread, one conversation
+    assert sorted(erxes.created) == sorted({f"s{n % 7}@example.com" for n in range(2, 41)} | {"s1@example.com"})
+    assert router.in_flight == 0
+    for ref in refs:
+        ref.stop()
+
+
+def test_one_new_sender_in_every_lane_at_once_is_created_once(storage):
+    erxes, answers = RecordingErxes(storage), Answers()
+    erxes.rpc_seconds = 0.02
+    router, refs = start_pipeline(storage=storage, erxes=erxes, lanes=4)
+    jobs = [job(n, answers, message_id=f"<t{n}@x>", sender="new@example.com") for n in range(1, 21)]  # 20 threads
+    answers.expected = len(jobs)
+    for j in jobs:
+        router.resolve(j)
+    assert answers.all_in.wait(10)
+    assert sorted(answers.done) == list(range(1, 21))
+    assert erxes.created == ["new@example.com"]
+    for ref in refs:
+        ref.stop()

@@ -1,11 +1,13 @@
 """The plain Mailbox, driven tick by tick against a fake IMAP client and in-memory storage (no servers)."""
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 from typing import Any
 
 from actors.mailbox import Mailbox
 from runtime.errors import AuthenticationFailed
+from runtime.logins import LoginPacer
 from tests.conftest import make_mail
 
 CONFIG = SimpleNamespace(imap_timeout_seconds=5, idle_slice_seconds=1.0, idle_renew_seconds=540, idle_watchdog_seconds=55, fetch_batch=2,
@@ -101,7 +103,8 @@ class Pipeline:
 def mailbox(imap_factory: Any, storage: MemoryStorage, pipeline: Pipeline, config: Any = CONFIG) -> Mailbox:
     integration = {"inboxId": "i1", "host": "h", "user": "u@x", "password": "p"}
     return Mailbox(integration, config=config, storage=storage, pipeline=pipeline, imap_factory=imap_factory,
-                   clock=clock, sleep=lambda s: setattr(clock, "now", clock.now + s))
+                   clock=clock, sleep=lambda s: setattr(clock, "now", clock.now + s),
+                   pacer=LoginPacer(per_mailbox=10, window=600.0, per_host_per_second=1000.0, clock=clock))
 
 
 def test_catch_up_in_batches_then_cursor_follows_done_answers():
@@ -238,7 +241,46 @@ def test_silent_server_is_asked_for_a_sign_of_life():
         box.tick()
         if dones:
             break
-    assert dones and CONFIG.idle_watchdog_seconds <= dones[0] - started <= CONFIG.idle_watchdog_seconds + 2
+    assert dones and 0.8 * CONFIG.idle_watchdog_seconds <= dones[0] - started <= CONFIG.idle_watchdog_seconds + 2
+
+
+def test_after_the_watchdog_only_an_announced_mail_is_searched_for():
+    imap = FakeImap({})
+    storage = MemoryStorage()
+    box = mailbox(lambda settings: imap, storage, Pipeline())
+    box.tick()
+    box.tick()  # caught up
+    answers = [(b"Idle completed", []), (b"Idle completed", [(1, b"EXISTS")])]
+    imap.idle_done = lambda: (setattr(imap, "idling", False), answers.pop(0))[1]  # type: ignore[assignment]
+    searches = len(imap.searches)
+    while len(answers) == 2:
+        box.tick()
+    for _ in range(5):
+        box.tick()
+    assert len(imap.searches) == searches  # silence, then a quiet answer to DONE: IDLE again, no search
+    imap.mails[1] = make_mail(to="u@x")
+    while answers:
+        box.tick()
+    for _ in range(3):
+        box.tick()
+    assert len(imap.searches) == searches + 1 and imap.downloaded == [1]
+
+
+def test_the_cursor_is_saved_once_per_batch_not_once_per_mail():
+    imap = FakeImap({u: make_mail(to="u@x", subject=f"s{u}") for u in range(1, 7)})
+    storage, pipeline = MemoryStorage(), Pipeline()
+    saves = []
+    storage.save_cursor = lambda *args: saves.append(args)  # type: ignore[method-assign]
+    box = mailbox(lambda settings: imap, storage, pipeline,
+                  SimpleNamespace(**{**vars(CONFIG), "fetch_batch": 6}))
+    box.tick()
+    box.tick()  # one batch of 6 dispatched
+    assert len(pipeline.jobs) == 6
+    for job in pipeline.jobs[:5]:
+        box.mail_done(job.folder, job.uid)
+    assert len(saves) <= 1  # the first may go at once; the next ones wait for CURSOR_EVERY or the batch's end
+    box.mail_done(pipeline.jobs[5].folder, pipeline.jobs[5].uid)
+    assert saves[-1][-1] == 6  # nothing in flight: saved at once, at the last UID
 
 
 def test_idle_is_renewed_and_other_folders_polled():
@@ -264,3 +306,47 @@ def test_idle_is_renewed_and_other_folders_polled():
     assert len(imap.searches) == searches + 1
     box.tick()
     assert imap.idling
+
+
+def test_a_server_that_drops_every_session_gets_a_bounded_number_of_logins():
+    """Login accepted, connection dead at once, again and again: a login every second or two without a cap."""
+    connects = []
+
+    def factory(settings: Any) -> Any:
+        connects.append(clock.now)
+        imap = FakeImap({})
+        imap.idle_check = lambda timeout: []  # readable socket without data: dead at once
+        return imap
+
+    storage = MemoryStorage()
+    box = mailbox(factory, storage, Pipeline())
+    box._rng = random.Random(5)  # the backoff's jitter, fixed
+    started = clock.now
+    while clock.now - started < 1200:
+        box.tick()
+    assert len([t for t in connects if t < started + 600]) == 10, connects
+    assert len(connects) <= 21  # 10 in each 10 minutes (and one at the 20-minute boundary)
+    assert any("10 logins in 10 minutes" in (h["error"] or "") for h in storage.health)
+
+
+def test_a_cut_mailbox_fails_its_command_at_once_and_never_reconnects():
+    """The lease fence: cut() from another thread shuts the socket under a command; nothing is recorded as the
+    server's fault and no new login follows."""
+    imap = FakeImap({})
+    shut = []
+    imap.socket = lambda: SimpleNamespace(shutdown=lambda how: shut.append(how))  # type: ignore[attr-defined]
+    connects = []
+    storage = MemoryStorage()
+    box = mailbox(lambda settings: connects.append(1) or imap, storage, Pipeline())
+    box.tick()
+    box.tick()  # idle
+    states = len(storage.health)
+
+    def dead_socket(timeout: float) -> list[Any]:
+        box.cut()  # as the lease keeper's thread would, while the command waits on the server
+        raise OSError("the socket was shut down")
+
+    imap.idle_check = dead_socket
+    for _ in range(20):
+        box.tick()
+    assert shut and len(connects) == 1 and len(storage.health) == states

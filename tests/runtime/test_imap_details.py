@@ -33,11 +33,19 @@ def test_our_optional_fields():
     ("[1, 2]", "JSON object"),
     (json.dumps({"host": "h", "user": "u"}), "missing password"),
     (json.dumps({"user": "u", "password": "p"}), "missing host"),
-    (json.dumps({"host": "h", "user": "u", "password": "p", "port": "x"}), "port must be a number"),
+    (json.dumps({"host": "h", "user": "u", "password": "p", "port": "x"}), "port must be a port number"),
     (json.dumps({"host": "h", "user": "u", "password": "p", "port": 0}), "between 1 and 65535"),
     (json.dumps({"host": "h", "user": "u", "password": "p", "tls": "yes"}), "tls must be true or false"),
     (json.dumps({"host": "h", "user": "u", "password": "p", "tls": True, "starttls": True}), "cannot both"),
     (json.dumps({"host": "h", "user": "u", "password": "p", "folders": []}), "folders"),
+    (json.dumps({"host": "h", "user": "u", "password": "p", "port": True}), "port must be a port number"),
+    (json.dumps({"host": "h", "user": "u", "password": "p", "port": 1.5}), "port must be a port number"),
+    (json.dumps({"host": "h", "user": "u", "password": "p", "smtpPort": "x" * 500}), "smtpPort must be a port "),
+    (json.dumps({"host": "h", "user": "u", "password": "p", "smtpHost": 5}), "smtpHost must be a string"),
+    (json.dumps({"host": "h", "user": "u", "password": "p", "mainUser": ["a"]}), "mainUser must be a string"),
+    (json.dumps({"host": "imap..example.com", "user": "u", "password": "p"}), "host is not a valid host name"),
+    (json.dumps({"host": "h", "user": "u", "password": "p", "smtpHost": "a" * 64 + ".org"}), "smtpHost is not a"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
 ])
 def test_bad_details_say_what_is_wrong(raw, words):
     with pytest.raises(RequestError, match=words):

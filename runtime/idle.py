@@ -1,0 +1,65 @@
+"""Waiting for IDLE responses without missing the ones already read.
+
+imapclient's ``idle_check`` polls the socket, but imaplib reads the server's lines through a buffered file: when
+the server sends ``+ idling`` and, in the same packet, ``* 5 EXISTS`` (Dovecot checks the mailbox right after it
+starts IDLE, so a mail that arrived just before IDLE is announced exactly then), ``idle()`` reads both into the
+buffer, consumes the first, and the socket has nothing more to poll: ``idle_check`` then sleeps through a mail
+that is already in memory. TLS adds a second buffer (decrypted bytes the socket no longer shows).
+
+:func:`idle_responses` (``IdleClient.idle_check``) looks in those buffers before it polls, and reads whole lines
+in blocking mode (under the connection's own timeout), so a line split across packets is never cut in half either
+(imapclient issue #519).
+"""
+from __future__ import annotations
+
+import select
+import ssl
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.imapclient import _parse_untagged_response
+
+__all__ = ["IdleClient", "idle_responses"]
+
+
+class IdleClient(IMAPClient):
+    """imapclient's client whose ``idle_check`` sees responses that are already buffered."""
+
+    def idle_check(self, timeout: float | None = None) -> list[tuple[Any, ...]]:
+        return idle_responses(self, 3600.0 if timeout is None else timeout)
+
+
+def idle_responses(client: Any, timeout: float) -> list[tuple[Any, ...]]:
+    """The untagged responses the server sent during IDLE, waiting at most ``timeout`` seconds for the first.
+
+    Raises what imaplib raises on a closed connection (``IMAP4.abort``), which the caller treats as a dead one.
+    """
+    sock = client.socket()
+    if not (_buffered(client) or _readable(sock, timeout)):
+        return []
+    responses = []
+    while True:
+        line = client._imap._get_line()  # blocking: a line split across packets is read whole
+        responses.append(_parse_untagged_response(line))
+        if not (_buffered(client) or _readable(sock, 0)):
+            return responses
+
+
+def _buffered(client: Any) -> bool:
+    """Whether imaplib's reader (or the TLS layer under it) holds bytes not yet read as lines."""
+    sock = client.socket()
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return bool(client._imap.file.peek(1))
+    except (BlockingIOError, ssl.SSLWantReadError, InterruptedError):
+        return False
+    finally:
+        sock.settimeout(timeout)
+
+
+def _readable(sock: Any, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
+

@@ -1,0 +1,85 @@
+"""IDLE responses that arrive with the ``+ idling`` continuation are seen at once, over plain IMAP and TLS.
+
+Dovecot checks the mailbox right after it starts IDLE and announces a mail that arrived just before, often in the
+same packet as ``+ idling``. imaplib's buffered reader swallows it into memory and imapclient's own ``idle_check``
+then polls an empty socket until its timeout (the bug behind a 55 s delay seen in CI).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imapclient import IMAPClient
+
+from runtime.idle import IdleClient
+from runtime.imap import ImapSettings, connect
+from tests.conftest import make_mail
+
+
+def settings(mailserver: Any, user: str, password: str, *, tls: bool) -> ImapSettings:
+    port = int(mailserver.env["IMAPS_PORT"]) if tls else mailserver.imap_port
+    ca = Path(mailserver.env["CA_CERT"]).read_text() if tls else ""
+    return ImapSettings(host="127.0.0.1", port=port, tls=tls, starttls=False, login=user, password=password,
+                        address=f"{user}@localhost", main_user=user, folders=("INBOX",), timeout=10, ca_cert=ca)
+
+
+def arrival_before_idle(client: Any, mailserver: Any, user: str, password: str) -> tuple[list[Any], float]:
+    """Append a mail from another session after the client's last command, then IDLE and wait up to 3 s."""
+    client.select_folder("INBOX", readonly=True)
+    client.search(["ALL"])
+    mailserver.append(user, password, make_mail(to=f"{user}@localhost", subject="in the window"))
+    client.idle()
+    started = time.monotonic()
+    responses = []
+    while not responses and time.monotonic() - started < 3.0:
+        responses = client.idle_check(timeout=1.0)
+    elapsed = time.monotonic() - started
+    client.idle_done()
+    return responses, elapsed
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_mail_announced_with_the_idle_continuation_is_seen(tls, mailserver):
+    user, password = mailserver.add_user()
+    client = connect(settings(mailserver, user, password, tls=tls))
+    assert isinstance(client, IdleClient)
+    try:
+        seen = []
+        for _ in range(5):  # the announcement may or may not share a packet with "+ idling": every way must work
+            responses, _elapsed = arrival_before_idle(client, mailserver, user, password)
+            seen.append(responses)
+        assert all(any(len(r) > 1 and r[1] == b"EXISTS" for r in responses) for responses in seen), seen
+    finally:
+        client.logout()
+
+
+def test_idle_check_reads_several_responses_and_then_waits(mailserver):
+    user, password = mailserver.add_user()
+    client = connect(settings(mailserver, user, password, tls=False))
+    try:
+        client.select_folder("INBOX", readonly=True)
+        client.idle()
+        assert client.idle_check(timeout=0.2) == []  # nothing happened: waits out the timeout, reads nothing
+        for n in range(3):
+            mailserver.append(user, password, make_mail(to=f"{user}@localhost", subject=f"m{n}"))
+        got: list[Any] = []
+        deadline = time.monotonic() + 5
+        while not any(r == (3, b"EXISTS") for r in got) and time.monotonic() < deadline:
+            got += client.idle_check(timeout=1.0)
+        assert (3, b"EXISTS") in got, got
+        client.idle_done()
+        assert client.noop()[0].startswith(b"NOOP")  # the protocol is still in step after IDLE
+    finally:
+        client.logout()
+
+
+def test_a_closed_connection_raises_instead_of_returning_nothing(mailserver):
+    user, password = mailserver.add_user()
+    client = connect(settings(mailserver, user, password, tls=False))
+    client.select_folder("INBOX", readonly=True)
+    client.idle()
+    client.socket().shutdown(2)  # our side gone: reads see EOF at once
+    with pytest.raises(IMAPClient.AbortError):
+        client.idle_check(timeout=2.0)

@@ -6,6 +6,7 @@ one raises :class:`ConfigError` naming the setting, and the entry point turns th
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import urllib.parse
@@ -41,13 +42,24 @@ DEFAULTS: dict[str, Any] = {
     "imap_timeout_seconds": 30,
     "fetch_batch": 50,
     "max_inflight": 200,
+    "pipeline_lanes": 4,
     "max_mail_bytes": 25 * 1024 * 1024,
+    "mailbox_logins_per_10_minutes": 10,
+    "host_logins_per_second": 50.0,
+    "host_logins_in_flight": 20,
     "restart_max_delay_seconds": 30,
     "sent_folder": "Sent",
     "log_level": "INFO",
     "log_format": "text",
     "secret_keys": "",
     "attachment_url_prefix": "",
+    "leases": "redis",
+    "lease_seconds": 10,
+    "node_id": "",
+    "oauth_redirect_url": "",
+    "rpc_allowed_networks": "private",
+    "rpc_token": "",
+    "max_request_bytes": 15 * 1024 * 1024,
 }
 
 # Environment variable -> Config field. erxes's names first, then ours.
@@ -71,7 +83,18 @@ ENV_SETTINGS: dict[str, str] = {
     "LOG_FORMAT": "log_format",
     "SECRET_KEYS": "secret_keys",
     "ATTACHMENT_URL_PREFIX": "attachment_url_prefix",
+    "LEASES": "leases",
+    "LEASE_SECONDS": "lease_seconds",
+    "NODE_ID": "node_id",
+    "OAUTH_REDIRECT_URL": "oauth_redirect_url",
+    "RPC_ALLOWED_NETWORKS": "rpc_allowed_networks",
+    "RPC_TOKEN": "rpc_token",
+    "MAX_REQUEST_BYTES": "max_request_bytes",
 }
+
+# What ``private`` means in RPC_ALLOWED_NETWORKS: loopback and the private ranges (RFC 1918, IPv6 unique local),
+# where erxes's services call each other without credentials (Docker, Kubernetes, a private VPC).
+PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 
 
 @dataclass(frozen=True)
@@ -97,7 +120,11 @@ class Config:
     imap_timeout_seconds: float
     fetch_batch: int
     max_inflight: int
+    pipeline_lanes: int
     max_mail_bytes: int
+    mailbox_logins_per_10_minutes: int
+    host_logins_per_second: float
+    host_logins_in_flight: int
     restart_max_delay_seconds: float
     sent_folder: str
     log_level: str
@@ -105,6 +132,13 @@ class Config:
     jwt_token_secret: str = field(default="", repr=False)
     secret_keys: tuple[str, ...] = field(default=(), repr=False)
     attachment_url_prefix: str = ""
+    leases: str = "redis"
+    lease_seconds: float = 10
+    node_id: str = ""
+    oauth_redirect_url: str = ""  # the public address of GET /login (web/login.py)
+    rpc_allowed_networks: tuple[str, ...] = PRIVATE_NETWORKS  # CIDRs allowed to call POST /rpc/<procedure>
+    rpc_token: str = field(default="", repr=False)  # when set, POST /rpc needs "Authorization: Bearer <token>"
+    max_request_bytes: int = 15 * 1024 * 1024  # request body limit of every route but /receive (max_mail_bytes)
 
     @property
     def rpc_timeout(self) -> float:
@@ -269,6 +303,36 @@ def _services(setting: str, raw: Any) -> tuple[str, ...] | None:
     return tuple(raw)
 
 
+def _networks(setting: str, raw: Any) -> tuple[str, ...]:
+    """Comma-separated CIDRs or addresses, ``private`` (:data:`PRIVATE_NETWORKS`) and ``any``; normalised."""
+    if isinstance(raw, str):
+        items = raw.split(",")
+    elif isinstance(raw, (list, tuple)) and all(isinstance(i, str) for i in raw):
+        items = list(raw)
+    else:
+        raise ConfigError(setting, "must be a comma-separated string of networks")
+    out: list[str] = []
+    for item in (i.strip() for i in items):
+        if item.lower() in ("private", "any"):
+            out += PRIVATE_NETWORKS if item.lower() == "private" else ("0.0.0.0/0", "::/0")
+        elif item:
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ConfigError(setting, f"{item!r} is not a network: use CIDRs such as 10.0.0.0/8, "
+                                           "addresses, 'private' or 'any'") from None
+    if not out:
+        raise ConfigError(setting, "must name at least one network ('private': loopback and private ranges)")
+    return tuple(dict.fromkeys(out))
+
+
+def _token(setting: str, raw: Any) -> str:
+    text = raw if isinstance(raw, str) else None  # never quoted in an error: it is a secret
+    if text is None or text and (len(text) < 16 or not all("!" <= c <= "~" for c in text)):
+        raise ConfigError(setting, "must be empty (no token) or at least 16 visible ASCII characters, no spaces")
+    return text
+
+
 def _log_level(setting: str, raw: Any) -> str:
     return _choice("debug", "info", "warning", "error")(setting, raw).upper()
 
@@ -295,7 +359,11 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "imap_timeout_seconds": _number(float, 1, 600),
     "fetch_batch": _number(int, 1, 1000),
     "max_inflight": _number(int, 1, 100000),
+    "pipeline_lanes": _number(int, 1, 64),
     "max_mail_bytes": _number(int, 1024),
+    "mailbox_logins_per_10_minutes": _number(int, 1, 10000),
+    "host_logins_per_second": _number(float, 0.01, 100000),
+    "host_logins_in_flight": _number(int, 1, 10000),
     "restart_max_delay_seconds": _number(float, 0.01, 3600),
     "sent_folder": _text,
     "log_level": _log_level,
@@ -303,6 +371,13 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "jwt_token_secret": _text,
     "secret_keys": parse_keys,
     "attachment_url_prefix": _text,
+    "leases": _choice("redis", "off"),
+    "lease_seconds": _number(float, 2, 600),
+    "node_id": _text,
+    "oauth_redirect_url": lambda setting, raw: _url("https", "http")(setting, raw) if _text(setting, raw) else "",
+    "rpc_allowed_networks": _networks,
+    "rpc_token": _token,
+    "max_request_bytes": _number(int, 1024, 1024 ** 3),
 }
 
 

@@ -3,6 +3,7 @@
     RuntimeFault                  base of everything the runtime raises on purpose
     ├── ConfigError               a setting is missing or wrong; start-up stops (exit status 2)
     ├── RequestError              a caller's request is malformed or names something unknown
+    │   └── MailRejected          a mail that can never be ingested as it is (no usable sender): quarantined
     ├── MailboxError              talking to one integration's IMAP/SMTP server failed
     │   └── AuthenticationFailed  the server refused the credentials
     ├── BrokerError               the message broker is unreachable or refused an operation
@@ -31,6 +32,11 @@ class ConfigError(RuntimeFault):
 
 class RequestError(RuntimeFault):
     """A caller's request is malformed or names something unknown; the message goes back to the caller."""
+
+
+class MailRejected(RequestError):
+    """The mail itself can never be ingested as it is (no usable sender address): retrying cannot help, so it is
+    quarantined at once."""
 
 
 class MailboxError(RuntimeFault):

@@ -123,6 +123,8 @@ def parse_addresses(values: str | Iterable[str] | None, what: str = "address") -
         return []
     if isinstance(values, str):
         values = [values]
+    elif not isinstance(values, (list, tuple)):
+        raise RequestError(f"{what} must be text or a list of text, got {type(values).__name__}")
     out: list[tuple[str, str]] = []
     for value in values:
         if not isinstance(value, str):

@@ -1,7 +1,10 @@
 """The orchestrator: starts everything in dependency order and stops it in reverse (mopidy's ``_app/process.py``).
 
-storage -> broker (with the standalone emulation) -> conversation/customer -> supervisor + mailboxes ->
-procedures on the broker -> web (the same procedures over HTTP, /ready, /metrics) -> registration in Redis.
+storage -> broker (with the standalone emulation) -> the pipeline's lanes (customer/conversation, actors/router.py)
+-> supervisor + mailboxes ->
+procedures on the broker -> web (the same procedures over HTTP, /ready, /metrics) -> lease keeper (joins the nodes
+in Redis; the supervisor then listens to the mailboxes whose leases it takes: ``docs/scaling.md``) -> registration
+in Redis. Stopping releases the leases once every mailbox and the pipeline stopped.
 ``GET /health`` answers ``ok`` once all of it runs.
 (Named ``process`` rather than ``supervisor`` so it is not confused with ``actors/supervisor.py``.)
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -16,17 +20,19 @@ from typing import Any, Callable
 import pykka
 import redis
 
-from actors.conversation import ConversationActor
-from actors.customer import CustomerActor
+from actors.lease_keeper import LeaseKeeperActor
 from actors.mailbox import MailboxActor
+from actors.router import start_pipeline
 from actors.supervisor import SupervisorActor
 from actors.web import WebActor
 from runtime import metrics
 from runtime.broker.amqp import AmqpBroker
+from runtime.broker.enabled import EnabledServices
 from runtime.broker.http import HttpRpcClient
 from runtime.config import Config
 from runtime.erxes import ErxesClient
 from runtime.imap import connect
+from runtime.leases import Leases, SoleOwner, Timings
 from runtime.procedures import ImapProcedures
 from runtime.push import PushIngest
 from runtime.sending import MailSender
@@ -65,6 +71,7 @@ class Runtime:
     _redis: redis.Redis | None = None
     _rpc_executor: concurrent.futures.ThreadPoolExecutor | None = None
     _probe: Probe | None = None
+    ownership: Leases | SoleOwner | None = None
 
     @property
     def ready(self) -> bool:
@@ -78,30 +85,40 @@ class Runtime:
         erxes = ErxesClient(erxes_transport(self.config, self.broker, self._redis),
                             customer_service=self.config.customer_service,
                             timeout=self.config.rpc_timeout, send_idempotency_keys=self.config.standalone)
-        conversations = self._spawn(ConversationActor.start(storage=self.storage, erxes=erxes))
-        customers = self._spawn(CustomerActor.start(storage=self.storage, erxes=erxes,
-                                                    conversations=conversations.proxy()))
+        pipeline, lanes = start_pipeline(storage=self.storage, erxes=erxes, lanes=self.config.pipeline_lanes)
+        for ref in lanes:
+            self._spawn(ref)
+        self.ownership = start_ownership(self.config, saas=self.tenants.saas)
         self.supervisor = self._spawn(SupervisorActor.start(
-            storage=self.storage, mailbox_factory=self._mailbox_factory(customers.proxy()), tenants=self.tenants.known,
-            max_delay=self.config.restart_max_delay_seconds)).proxy()
+            storage=self.storage, mailbox_factory=self._mailbox_factory(pipeline), tenants=self.tenants.known,
+            max_delay=self.config.restart_max_delay_seconds, ownership=self.ownership,
+            interrupt=MailboxActor.interrupt,
+            drain=pipeline.drain)).proxy()
         # Not awaited: with a thousand integrations spawning every mailbox takes a while, and serving (health,
         # procedures, registration) must not wait for it or time out on it. The supervisor logs how many started.
         self.supervisor.start_all()
         sender = MailSender(storage=self.storage, erxes=erxes, supervisor=self.supervisor, config=self.config,
                             imap_factory=self.imap_factory, max_attachment_bytes=self.config.max_mail_bytes)
         procedures = ImapProcedures(storage=self.storage, supervisor=self.supervisor, sender=sender,
-                                    timeout=ASK_TIMEOUT, on_tenant=self.tenants.remember)
+                                    timeout=ASK_TIMEOUT, on_tenant=self.tenants.remember, ownership=self.ownership)
         rpc_table = per_tenant(self.tenants, procedures.rpc_procedures())
         names = serve(self.broker, rpc_table, per_tenant(self.tenants, procedures.plain_procedures()))
         self._rpc_executor = concurrent.futures.ThreadPoolExecutor(HTTP_RPC_WORKERS, thread_name_prefix="http-rpc")
-        self._probe = Probe(storage=self.tenants.base, broker=self.broker, redis_client=self._redis)
+        self._probe = Probe(storage=self.tenants.base, broker=self.broker, redis_client=self._redis,
+                            node=self.ownership.status, integrations=lambda: [
+                                self.tenants.storage(s).integrations for s in self.tenants.known()])
         app = make_app(self.config, deps=WebDeps(
             ready=lambda: self.ready, rpc=http_procedures(rpc_table), tenants=self.tenants,
             rpc_executor=self._rpc_executor, probe=self._probe, storage=self.storage, supervisor=self.supervisor,
-            sender=sender, push=PushIngest(storage=self.storage, pipeline=customers.proxy(),
+            sender=sender, push=PushIngest(storage=self.storage, pipeline=pipeline,
                                            timeout=self.config.rpc_timeout * 2)))
         web = self._spawn(WebActor.start(app, port=self.config.port))
         self.web_port = web.proxy().port.get(timeout=ASK_TIMEOUT)
+        if isinstance(self.ownership, Leases):  # after the port is bound: the default node id names it
+            self._spawn(LeaseKeeperActor.start(leases=self.ownership, supervisor=self.supervisor,
+                                               node_id=self.config.node_id or f"{socket.gethostname()}:{self.web_port}"))
+        else:
+            self.ownership.node_id = self.config.node_id or f"{socket.gethostname()}:{self.web_port}"
         self.registration = start_registration(self.config, self._redis, self.web_port, names)
         self._ready.set()
         logger.info("imap-runtime is serving (HTTP port %d, standalone=%s)", self.web_port, self.config.standalone)
@@ -125,6 +142,8 @@ class Runtime:
         if self.broker is not None:
             self.broker.stop()
         stop_remaining_actors()
+        if isinstance(self.ownership, Leases):
+            self.ownership.leave()  # every mailbox and the pipeline stopped: others may take over at once
         if self.tenants is not None:
             self.tenants.close()
 
@@ -139,6 +158,16 @@ class Runtime:
                                       storage=self.storage, pipeline=pipeline, imap_factory=self.imap_factory,
                                       subdomain=subdomain)
         return start_mailbox
+
+
+def start_ownership(config: Config, *, saas: bool) -> Leases | SoleOwner:
+    """Leases in Redis (several nodes may run), or ``LEASES=off``: this process listens to every mailbox."""
+    if config.leases == "off":
+        logger.info("LEASES=off: this process listens to every mailbox; never run a second node so")
+        return SoleOwner()
+    client = redis_client(config, timeout=min(2.0, config.lease_seconds / 10))
+    return Leases(client, timings=Timings.from_lease(config.lease_seconds), suffix=config.message_broker_prefix,
+                  saas=saas, interrupt=MailboxActor.interrupt)
 
 
 def start_tenants(config: Config) -> Tenants:
@@ -183,11 +212,10 @@ def erxes_transport(config: Config, broker: AmqpBroker, redis_conn: redis.Redis)
         logger.info("Standalone mode: calls go to the emulation over AMQP (RPC_TRANSPORT=http applies with "
                     "STANDALONE=false)")
     if config.rpc_transport != "http" or config.standalone:
-        return metrics.TimedTransport(broker, "amqp")
-    client = HttpRpcClient(ServiceDirectory(redis_conn), publisher=broker, timeout=config.rpc_timeout,
-                           service_enabled=config.service_enabled)
+        return EnabledServices(metrics.TimedTransport(broker, "amqp"), config.service_enabled)
+    client = HttpRpcClient(ServiceDirectory(redis_conn), publisher=broker, timeout=config.rpc_timeout)
     logger.info("RPCs to erxes go over HTTP (addresses from Redis service:<name>); messages over AMQP")
-    return metrics.TimedTransport(client, "http")
+    return EnabledServices(metrics.TimedTransport(client, "http"), config.service_enabled)
 
 
 def start_registration(config: Config, redis_conn: redis.Redis, port: int, names: list[str]) -> Registration:

@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from runtime.cursor import Incoming
-from runtime.errors import MailboxError, RequestError
+from runtime.errors import MailboxError, MailRejected, RequestError
 from runtime.mailparse import parse_mail
 from runtime.storage import utcnow
 
@@ -38,6 +38,7 @@ class _Outcome:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.error: str | None = None
+        self.rejected = False
 
     def mail_done(self, folder: str, uid: int) -> None:
         self.event.set()
@@ -45,6 +46,10 @@ class _Outcome:
     def mail_failed(self, folder: str, uid: int, error: str, transient: bool = False) -> None:
         self.error = error
         self.event.set()
+
+    def mail_rejected(self, folder: str, uid: int, reason: str) -> None:
+        self.rejected = True
+        self.mail_failed(folder, uid, reason)
 
 
 class PushIngest:
@@ -65,6 +70,8 @@ class PushIngest:
         self._pipeline.resolve(Incoming(inbox_id, subdomain, PUSH_FOLDER, 0, mail, outcome, utcnow()))
         if not outcome.event.wait(self._timeout):
             raise MailboxError(f"the mail was not stored within {self._timeout:.0f} s; push it again")
+        if outcome.rejected:
+            raise MailRejected(f"the mail was not stored: {outcome.error}")
         if outcome.error is not None:
             raise MailboxError(f"the mail was not stored: {outcome.error}")
         stored = self._storage.find_message(inbox_id, mail.message_id)

@@ -20,11 +20,13 @@ import pymongo
 import pytest
 from imapclient import IMAPClient
 
+pytest_plugins = ["tests.secretscan"]  # the suite-wide secrets check: no secret in any log, response or database
+
 REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = Path("/tmp/imap-runtime/test")
 TEST_PORTS = {"MONGO_PORT": "27217", "IMAP_PORT": "11143", "IMAPS_PORT": "11993", "LMTP_PORT": "11024",
               "SUBMISSION_PORT": "11587", "SMTP_PORT": "11025", "PRIVATE_AMQP_PORT": "11672",
-              "PRIVATE_REDIS_PORT": "11379"}
+              "PRIVATE_REDIS_PORT": "11379", "OAUTH_PORT": "11980"}
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -34,6 +36,11 @@ def read_env_file(path: Path) -> dict[str, str]:
             key, _, value = line.partition("=")
             out[key.strip()] = value.strip().strip('"').strip("'")
     return out
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("markers", "multinode: several runtime processes share the mailboxes (about 4 minutes; "
+                                       "run alone with -m multinode)")
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +78,17 @@ def db(mongo_url: str) -> Iterator[Any]:
     client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True)
     yield client.get_default_database()
     client.close()
+
+
+@pytest.fixture
+def storage(mongo_url: str) -> Iterator[Any]:
+    """The runtime's Storage on a fresh database, with its indexes."""
+    from runtime.storage import Storage
+
+    store = Storage(mongo_url)
+    store.ensure_indexes()
+    yield store
+    store.close()
 
 
 @pytest.fixture
@@ -151,11 +169,13 @@ class MailServer:
     def add_user(self, prefix: str = "u") -> tuple[str, str]:
         user = f"{prefix}{uuid.uuid4().hex[:10]}"
         password = f"pw-{uuid.uuid4().hex[:12]}"
-        subprocess.run(["bash", str(REPO / "scripts" / "mailserver.sh"), "adduser", self.env["MAIL_DIR"], user,
-                        password], check=True, timeout=30, capture_output=True)
+        self.set_password(user, password)
         return user, password
 
     def set_password(self, user: str, password: str) -> None:
+        from tests.secretscan import register_secret  # the suite-wide secrets check must never see it
+
+        register_secret(password)
         subprocess.run(["bash", str(REPO / "scripts" / "mailserver.sh"), "adduser", self.env["MAIL_DIR"], user,
                         password], check=True, timeout=30, capture_output=True)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from runtime.broker.amqp import AmqpBroker
 from runtime.config import Config, load_config
+from tests.secretscan import watch_log_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,6 +83,7 @@ class RuntimeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
+        watch_log_file(self.log_path)  # the suite-wide secrets check reads what this run writes
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "runtime"], env=self.env, cwd=REPO, stdout=log,
                                      stderr=subprocess.STDOUT)

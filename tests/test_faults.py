@@ -98,7 +98,8 @@ def test_imap_server_restart(services, mongo_url, prefix, caller, mailserver, db
     try:
         user, password = connect(caller, mailserver, db, "restart")
         env = {**os.environ, **{k: services[k] for k in ("IMAP_PORT", "IMAPS_PORT", "LMTP_PORT", "SUBMISSION_PORT",
-                                                         "SMTP_PORT")}}
+                                                         "SMTP_PORT", "OAUTH_PORT")}}  # all of them: a restart
+        # with one missing would rewrite Dovecot's configuration with that port's default
         script = str(REPO / "scripts" / "mailserver.sh")
         subprocess.run(["bash", script, "stop", services["MAIL_DIR"]], env=env, check=True, timeout=60,
                        capture_output=True)

@@ -65,6 +65,8 @@ def test_two_organisations_never_see_each_other(services, mongo_url, prefix, amq
         assert caller.call("api_to_integrations", {"integrationId": "globex-inbox", "action": "getDetails"},
                            subdomain="acme") is None
         assert graphql_integrations(rt.web_port, "acme.erxes.io") == [{"inboxId": "acme-inbox"}]
+        ready = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{rt.web_port}/ready", timeout=10).read())
+        assert ready["mailboxes"]["idle"] == 2  # every organisation's mailboxes are counted
         assert graphql_integrations(rt.web_port, "https://globex.erxes.io") == [{"inboxId": "globex-inbox"}]
         with pytest.raises(Exception, match="not a valid organisation"):
             caller.call("getStatus", {"integrationId": "x"}, subdomain="../admin")

@@ -87,7 +87,10 @@ def encode_error(exc_or_text: BaseException | str) -> bytes:
 
 def decode_envelope(body: bytes) -> dict[str, Any]:
     """Parse a request or reply body. Raises ValueError unless it is UTF-8 JSON holding an object."""
-    value = json.loads(body)  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+    try:
+        value = json.loads(body)  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, got {type(value).__name__}")
     return value

@@ -8,9 +8,9 @@ returns the reply's ``data``. As erxes's ``sendRPCMessage`` does:
   is truthy (JavaScript's truthiness: ``[]`` and ``{}`` count), else :class:`RpcTimeout`;
 - up to 3 tries, 3 s apart, only when the connection is refused or reset (the request may then run twice, as
   with erxes); any other failure is final;
-- an error envelope raises :class:`RpcError` with its message; a status other than 200 is a BrokerError;
-- a service missing from ``ENABLED_SERVICES_JSON`` is not called: the caller's ``defaultValue``, else
-  BrokerError "<svc> service is not enabled".
+- an error envelope raises :class:`RpcError` with its message; a status other than 200 is a BrokerError.
+
+``ENABLED_SERVICES_JSON`` is honoured in front of either transport (:mod:`runtime.broker.enabled`).
 
 Plain (fire-and-forget) messages are not HTTP in erxes: ``publish`` hands them to the AMQP ``publisher``.
 One connection per call (no keep-alive), so there is no stale pooled connection to mistake for a reset.
@@ -52,12 +52,11 @@ class HttpRpcClient:
     """Calls erxes procedures over HTTP; publishes over ``publisher`` (AMQP). Thread-safe."""
 
     def __init__(self, directory: Directory, *, publisher: Publisher | None = None, timeout: float = 30.0,
-                 service_enabled: Callable[[str], bool] = lambda _name: True, tries: int = TRIES,
-                 retry_delay: float = RETRY_DELAY, sleep: Callable[[float], object] = time.sleep) -> None:
+                 tries: int = TRIES, retry_delay: float = RETRY_DELAY,
+                 sleep: Callable[[float], object] = time.sleep) -> None:
         self._directory = directory
         self._publisher = publisher
         self._timeout = timeout
-        self._enabled = service_enabled
         self._tries = max(1, tries)
         self._retry_delay = retry_delay
         self._sleep = sleep
@@ -68,10 +67,6 @@ class HttpRpcClient:
         service, _, procedure = queue.partition(":")
         if not service or not procedure or ":" in procedure:
             raise BrokerError(f"{queue!r} is not <service>:<procedure> (procedure names contain no ':')")
-        if not self._enabled(service):
-            if default_value is not MISSING:
-                return default_value
-            raise BrokerError(f"{service} service is not enabled")
         timeout = self._timeout if timeout is None else timeout
         body = encode_request(subdomain, data, timeout_ms=max(0, round(timeout * 1000)),
                               default_value=default_value)
@@ -109,11 +104,7 @@ class HttpRpcClient:
         raise BrokerError(f"cannot reach {service} at {url} after {self._tries} tries: {_reason(last)}") from last
 
     def publish(self, queue: str, data: Any, *, subdomain: str = "os", timeout: float = 10.0) -> None:
-        """Plain messages go over AMQP, with HTTP RPC too (erxes's ``sendMessage``); a disabled service gets none."""
-        service = queue.partition(":")[0]
-        if not self._enabled(service):
-            logger.debug("not sending %s: the %s service is not enabled", queue, service)
-            return
+        """Plain messages go over AMQP, with HTTP RPC too (erxes's ``sendMessage``)."""
         if self._publisher is None:
             raise BrokerError(f"no message broker to send {queue} with")
         self._publisher.publish(queue, data, subdomain=subdomain, timeout=timeout)

@@ -13,6 +13,7 @@ import tornado.ioloop
 import tornado.netutil
 import tornado.web
 
+from runtime.broker.enabled import EnabledServices
 from runtime.broker.http import HttpRpcClient
 from runtime.config import load_config
 from runtime.errors import BrokerError, RpcError, RpcTimeout
@@ -183,8 +184,8 @@ def test_a_timeout_returns_a_truthy_default_value_else_fails() -> None:
 def test_a_service_that_is_not_enabled_is_not_called(peer: FakeErxes) -> None:
     config = load_config(REPO / "configs.json", environ={"ENABLED_SERVICES_JSON": '["inbox"]'})
     publisher = Publisher()
-    rpc, _, _ = client({"logs": peer.url, "core": peer.url, "inbox": peer.url}, publisher=publisher,
-                       service_enabled=config.service_enabled)
+    http, _, _ = client({"logs": peer.url, "core": peer.url, "inbox": peer.url}, publisher=publisher)
+    rpc = EnabledServices(http, config.service_enabled)
     assert rpc.call("logs:putActivityLog", {}, default_value={"ok": False}) == {"ok": False}
     assert rpc.call("logs:putActivityLog", {}, default_value=None) is None
     with pytest.raises(BrokerError, match="^logs service is not enabled$"):
@@ -204,3 +205,25 @@ def test_no_address_and_bad_names_fail_clearly(peer: FakeErxes) -> None:
         rpc.call("inbox:a:b", {})
     with pytest.raises(BrokerError, match="no message broker"):
         rpc.publish("inbox:conversationClientMessageInserted", {})
+
+
+def test_a_service_that_is_not_enabled_is_not_called_over_amqp_either() -> None:
+    """The gate stands in front of any transport: a call that would wait out the timeout for a service that is not
+    deployed answers at once."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    class Transport:
+        def call(self, queue: str, data: Any, **kwargs: Any) -> Any:
+            calls.append((queue, kwargs))
+            return "sent"
+
+        def publish(self, queue: str, data: Any, **kwargs: Any) -> None:
+            calls.append((queue, kwargs))
+
+    gate = EnabledServices(Transport(), lambda service: service in ("core", "inbox"))
+    assert gate.call("contacts:customers.findOne", {}, default_value=[]) == []
+    gate.publish("logs:putActivityLog", {})
+    assert calls == []
+    assert gate.call("inbox:integrations.receive", {}, subdomain="acme", default_value=None) == "sent"
+    assert gate.call("core:x", {}) == "sent"
+    assert calls == [("inbox:integrations.receive", {"subdomain": "acme", "default_value": None}), ("core:x", {})]

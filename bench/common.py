@@ -20,13 +20,15 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pymongo
+
+from tests.conftest import read_env_file
+from tests.e2e import health
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -59,15 +61,6 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- servers
-
-def read_env_file(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            out[key.strip()] = value.strip().strip('"').strip("'")
-    return out
-
 
 def state_dir(profile: str) -> Path:
     return STATE_ROOT / profile if profile == "bench" else STATE_ROOT / f"bench-{profile}"
@@ -244,11 +237,7 @@ class RuntimeProcess:
         raise RuntimeError(f"imap-runtime not healthy after {timeout} s: {self.log_tail()}")
 
     def health(self) -> str | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as resp:
-                return resp.read().decode()
-        except OSError:
-            return None
+        return health(self.port)
 
     def terminate(self, timeout: float = 60.0) -> int:
         assert self.proc is not None

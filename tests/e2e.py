@@ -27,6 +27,15 @@ def runtime_config(services: dict[str, str], *, mongo_url: str, prefix: str, **o
         idle_slice_seconds=0.2, rpc_timeout_ms=10000, **overrides)
 
 
+def health(port: int) -> str | None:
+    """What ``GET /health`` of a runtime on ``port`` answers (``ok``), or None while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+            return resp.read().decode()
+    except OSError:
+        return None
+
+
 class Caller:
     """Plays erxes: calls the runtime's procedures over AMQP exactly as erxes services do."""
 
@@ -98,11 +107,7 @@ class RuntimeProcess:
         raise AssertionError(f"imap-runtime not healthy after {timeout} s: {self.log_tail()}")
 
     def health(self) -> str | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as resp:
-                return resp.read().decode()
-        except OSError:
-            return None
+        return health(self.port)
 
     def kill(self) -> None:
         assert self.proc is not None

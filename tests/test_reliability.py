@@ -53,13 +53,6 @@ FAST = {"idle_watchdog_seconds": 2.0, "imap_timeout_seconds": 2.0}
 # -- fixtures and helpers ----------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def caller(amqp_url: str, prefix: str) -> Iterator[Caller]:
-    c = Caller(amqp_url, prefix)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def process(services: dict[str, str], mongo_url: str, prefix: str, request: Any) -> Iterator[RuntimeProcess]:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / f"{request.node.name}.log"

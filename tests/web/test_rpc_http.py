@@ -35,13 +35,9 @@ def redis_keys(redis_conn: redis.Redis, prefix: str) -> Iterator[RedisKeys]:
 
 
 @pytest.fixture
-def runtime(services: dict[str, str], mongo_url: str, prefix: str, redis_keys: RedisKeys) -> Iterator[Runtime]:
-    rt = Runtime(runtime_config(services, mongo_url=mongo_url, prefix=prefix))
-    try:
-        rt.start()
-        yield rt
-    finally:
-        rt.stop()
+def runtime(redis_keys: RedisKeys, runtime: Runtime) -> Runtime:
+    """conftest's runtime, started after ``redis_keys`` saved what its registration overwrites."""
+    return runtime
 
 
 def post(rt: Runtime, path: str, body: bytes) -> tuple[int, Any]:

@@ -2,21 +2,25 @@
 done; a batch at a time.
 
 Each step is idempotent so a re-fetched mail (after a crash or reconnect) completes what was left and repeats
-nothing that finished: the message document records the intent (``pending``, with its conversation id once
-known) before inbox is called, ``stored`` after, and ``done`` once ``conversationClientMessageInserted`` went out.
+nothing that finished (``runtime/storage.py``): an intent (with its thread's conversation id when known) is
+recorded before inbox is called, the message document is inserted once the call is done, and the intent is
+deleted once ``conversationClientMessageInserted`` went out. So a mail with an intent and no message is called
+for (again), one with both is announced (again), one with only its message is done.
 A conversation actor serves one lane (``actors/router.py``): the mails of one thread pass one lane in order, so two
 mails of one new thread create one conversation. It takes every mail waiting in its backlog at once and writes
-them together: one lookup of the known messages and threads, one ``insert_many`` of the intents, then the inbox
-calls one by one (a reply whose parent is in the same batch gets the parent's conversation), one ``bulk_write``
-of the ``stored`` states, the announcements side by side, one update to ``done``.
+them together: one lookup of the known messages, intents and threads, one ``insert_many`` of the new intents, then
+the inbox calls one by one (a reply whose parent is in the same batch gets the parent's conversation), one
+``insert_many`` of the messages, the announcements side by side, one ``delete_many`` of the intents.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pykka
+from bson import ObjectId
 
 from actors._answer import answer, is_transient
 from runtime import metrics
@@ -33,6 +37,15 @@ logger = logging.getLogger(__name__)
 
 Item = tuple[Incoming, str]  # a mail and its customer id
 ANNOUNCERS = 8  # threads per lane publishing a batch's announcements side by side
+
+
+@dataclass
+class Entry:
+    """One mail of a batch and what storage knows of it."""
+    job: Incoming
+    message: dict[str, Any] | None  # its stored message document
+    intent: dict[str, Any] | None  # its intent, until it is announced
+    thread: str | None = None  # its thread's stored conversation, looked up for a mail still to be called for
 
 
 class Conversations:
@@ -66,107 +79,117 @@ class Conversations:
         if not mine:
             return
         try:
-            docs = self._record(mine)
+            entries = self._record(mine)
         except Exception as exc:  # noqa: BLE001 - reported to the mailboxes, which retry
             self._fail([job for job, _ in mine], exc)
             return
-        called, stored, done = self._call_inbox([job for job, _ in mine], docs)
+        called, unannounced, done = self._call_inbox(entries)
         if called:
             try:
-                self._storage.set_conversations_stored([(doc["_id"], conversation) for _, doc, conversation in called])
-            except Exception as exc:  # noqa: BLE001
-                self._fail([job for job, _, _ in called], exc)
-                called = []
-        announced: list[tuple[Incoming, dict[str, Any], str]] = []
-        pending = [*stored, *called]
-        for item, error in zip(pending, self._announce(pending)):
+                stored = self._storage.store_messages([self._message(entry, conversation)
+                                                       for entry, conversation in called])
+            except Exception as exc:  # noqa: BLE001 - the intents stay: the re-fetch calls again
+                self._fail([entry.job for entry, _ in called], exc)
+                stored = []
+            for (entry, _), doc in zip(called, stored):
+                entry.message = doc
+                unannounced.append(entry)
+        announced: list[Entry] = []
+        for entry, error in zip(unannounced, self._announce(unannounced)):
             if error is None:
-                announced.append(item)
+                announced.append(entry)
             else:
-                self._fail([item[0]], error)
+                self._fail([entry.job], error)
         if announced:
             try:
-                self._storage.set_messages_state([doc["_id"] for _, doc, _ in announced], DONE)
-            except Exception as exc:  # noqa: BLE001
-                self._fail([job for job, _, _ in announced], exc)
+                self._storage.clear_intents([entry.intent["_id"] for entry in announced if entry.intent])
+            except Exception as exc:  # noqa: BLE001 - announced again on the re-fetch (at least once)
+                self._fail([entry.job for entry in announced], exc)
                 announced = []
-        for job, doc, conversation in announced:
-            metrics.mail_ingested(job.fetched_at)  # latency: fetched over IMAP -> stored and announced
-            logger.debug("Stored %s in conversation %s", doc["messageId"], conversation)
-            self._answer(job, "mail_done")
+        for entry in announced:
+            metrics.mail_ingested(entry.job.fetched_at)  # latency: fetched over IMAP -> stored and announced
+            logger.debug("Stored %s in conversation %s", _message_id(entry.job),
+                         entry.message and entry.message.get("inboxConversationId"))
+            self._answer(entry.job, "mail_done")
         for job in done:
             self._answer(job, "mail_done")  # done before (an earlier fetch, or erxes's own plugin)
 
-    def _record(self, items: list[Item]) -> list[dict[str, Any]]:
-        """The message documents of ``items``: the stored ones, and the intents of the new ones, recorded. A
-        pending one comes with the conversation of its thread when that is stored already."""
+    def _record(self, items: list[Item]) -> list[Entry]:
+        """What storage knows of each mail, with the intents of the new ones recorded. A mail still to be called
+        for comes with the conversation of its thread when that is stored already."""
         inbox_id = items[0][0].inbox_id
-        known = self._storage.find_messages(inbox_id, [_message_id(job) for job, _ in items])
+        ids = [_message_id(job) for job, _ in items]
+        known = self._storage.find_messages(inbox_id, ids)
+        intents = self._storage.find_intents(inbox_id, ids)
+        for message_id, doc in list(known.items()):
+            if doc.get("ingestState") in (PENDING, STORED):  # written by a version before intents
+                intents[message_id] = self._storage.adopt_legacy_message(doc)
+                if doc["ingestState"] == PENDING:
+                    del known[message_id]
+        to_call = [job for job, _ in items if _message_id(job) not in known]
+        thread_keys = [m for job in to_call for m in thread_ids(job.mail)]
+        candidates = self._storage.thread_candidates(inbox_id, thread_keys) if thread_keys else []
+        threads = {_message_id(job): pick_thread(candidates, thread_ids(job.mail)) for job in to_call}
+        new = {}
+        for job, customer_id in items:
+            message_id = _message_id(job)
+            if message_id not in known and message_id not in intents and message_id not in new:
+                new[message_id] = self._intent(job, customer_id, threads[message_id])
+        intents.update(self._storage.record_intents(list(new.values())))
+        return [Entry(job, known.get(_message_id(job)), intents.get(_message_id(job)),
+                      threads.get(_message_id(job))) for job, _ in items]
 
-        def unthreaded(job: Incoming) -> bool:  # new, or pending without a conversation
-            doc = known.get(_message_id(job))
-            return doc is None or (doc.get("ingestState") == PENDING and not doc.get("inboxConversationId"))
-
-        jobs = [job for job, _ in items if unthreaded(job)]
-        ids = [m for job in jobs for m in thread_ids(job.mail)]
-        candidates = self._storage.thread_candidates(inbox_id, ids) if ids else []
-        threads = {_message_id(job): pick_thread(candidates, thread_ids(job.mail)) for job in jobs}
-        new = self._storage.record_pending_many([self._document(job, customer_id, threads[_message_id(job)])
-                                                 for job, customer_id in items if _message_id(job) not in known])
-        known.update((doc["messageId"], doc) for doc in new)
-        docs = [known[_message_id(job)] for job, _ in items]
-        # after a crash between the inbox call and the ``stored`` write: threaded again rather than anew
-        return [{**doc, "inboxConversationId": threads[doc["messageId"]]} if unthreaded(job) and threads.get(
-            doc["messageId"]) else doc for (job, _), doc in zip(items, docs)]
-
-    def _call_inbox(self, jobs: list[Incoming], docs: list[dict[str, Any]]) -> tuple[list[Any], list[Any], list[Any]]:
-        """Create or update the conversation of each pending message, in order; returns (called now, stored
-        before, done before)."""
+    def _call_inbox(self, entries: list[Entry]) -> tuple[list[tuple[Entry, str]], list[Entry], list[Incoming]]:
+        """Create or update the conversation of each mail not stored yet, in order; returns (called now with their
+        conversations, stored but not announced, done before)."""
         threads = ThreadMap()
-        called: list[tuple[Incoming, dict[str, Any], str]] = []
-        stored: list[tuple[Incoming, dict[str, Any], str]] = []
+        called: list[tuple[Entry, str]] = []
+        unannounced: list[Entry] = []
         done: list[Incoming] = []
-        for n, (job, doc) in enumerate(zip(jobs, docs)):
-            state = doc.get("ingestState", DONE)  # documents written by erxes's own plugin have no state
-            conversation_id = doc.get("inboxConversationId")
-            if state == PENDING:
+        for n, entry in enumerate(entries):
+            job, intent = entry.job, entry.intent
+            if entry.message is not None:
+                conversation_id = entry.message.get("inboxConversationId")
+                if intent is not None:
+                    unannounced.append(entry)
+                else:
+                    done.append(job)
+            else:
+                assert intent is not None, "a mail with no message has its intent recorded"
                 # a reply to a mail of this batch: the parent's conversation, called for just before
-                conversation_id = conversation_id or threads.find(job.mail)
+                conversation_id = intent.get("inboxConversationId") or entry.thread or threads.find(job.mail)
                 try:
                     conversation_id = self._erxes.create_or_update_conversation(
-                        job.subdomain, inbox_id=job.inbox_id, customer_id=doc["customerId"],
-                        created_at=doc["createdAt"], content=doc["subject"], conversation_id=conversation_id,
-                        idempotency_key=f"{job.inbox_id}/{doc['messageId']}")
+                        job.subdomain, inbox_id=job.inbox_id, customer_id=intent["customerId"],
+                        created_at=intent["createdAt"], content=job.mail.subject,  # type: ignore[attr-defined]
+                        conversation_id=conversation_id, idempotency_key=f"{job.inbox_id}/{intent['messageId']}")
                 except Exception as exc:  # noqa: BLE001
                     if is_transient(exc):  # an outage: the rest of the batch fails at once, not one timeout each
-                        self._fail(jobs[n:], exc)
+                        self._fail([e.job for e in entries[n:]], exc)
                         break
                     self._fail([job], exc)
                     continue
-                called.append((job, doc, conversation_id))
-            elif state == STORED:
-                stored.append((job, doc, conversation_id))
-            else:
-                done.append(job)
+                called.append((entry, conversation_id))
             if conversation_id:
                 threads.add(job.mail, conversation_id)
-        return called, stored, done
+        return called, unannounced, done
 
-    def _announce(self, pending: list[tuple[Incoming, dict[str, Any], str]]) -> list[Exception | None]:
+    def _announce(self, pending: list[Entry]) -> list[Exception | None]:
         """Publish ``conversationClientMessageInserted`` for each; all at once when there is an ``announcer``, so
-        the batch waits for one confirmation rather than one after another (and a kill before the ``done`` write
-        repeats few). Returns each one's error, or None."""
-        def announce(item: tuple[Incoming, dict[str, Any], str]) -> Exception | None:
-            job, doc, conversation = item
+        the batch waits for one confirmation rather than one after another (and a kill before the intents are
+        cleared repeats few). Returns each one's error, or None."""
+        def announce(entry: Entry) -> Exception | None:
+            doc = entry.message
+            assert doc is not None
             try:
-                self._erxes.message_inserted(job.subdomain, message_id=str(doc["_id"]), content=doc["body"],
-                                             conversation_id=conversation)
+                self._erxes.message_inserted(entry.job.subdomain, message_id=str(doc["_id"]), content=doc["body"],
+                                             conversation_id=doc["inboxConversationId"])
             except Exception as exc:  # noqa: BLE001 - reported for this mail
                 return exc
             return None
 
         if self._announcer is None or len(pending) < 2:
-            return [announce(item) for item in pending]
+            return [announce(entry) for entry in pending]
         return list(self._announcer.map(announce, pending))
 
     def _fail(self, jobs: list[Incoming], exc: Exception) -> None:
@@ -177,6 +200,21 @@ class Conversations:
     def _answer(self, job: Incoming, method: str, *args: Any) -> None:
         self._finished(job)
         answer(job.mailbox, method, job.folder, job.uid, *args)
+
+    @classmethod
+    def _intent(cls, job: Incoming, customer_id: str, conversation_id: str | None) -> dict[str, Any]:
+        """A new mail's intent: the future message's ``_id`` and what must not change between attempts."""
+        doc = cls._document(job, customer_id, conversation_id)
+        return {"_id": ObjectId(), **{k: doc[k] for k in ("inboxIntegrationId", "messageId", "customerId",
+                                                           "inboxConversationId", "createdAt", "receivedAt")}}
+
+    @classmethod
+    def _message(cls, entry: Entry, conversation_id: str) -> dict[str, Any]:
+        """The message document of a mail whose conversation call is done (its intent's ``_id`` and values)."""
+        intent = entry.intent
+        assert intent is not None
+        return {**cls._document(entry.job, intent["customerId"], conversation_id), "_id": intent["_id"],
+                "createdAt": intent["createdAt"], "receivedAt": intent["receivedAt"], "ingestState": DONE}
 
     @staticmethod
     def _document(job: Incoming, customer_id: str, conversation_id: str | None) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 bare imapclient loop that fetches (UID FETCH BODY.PEEK[] in batches) and parses (runtime.mailparse.parse_mail)
 the same mails without storing them.
 
-    .venv/bin/python -m bench.catchup [--mails 10000] [--profile]
+    .venv/bin/python -m bench.catchup [--mails 10000] [--profile] [--erxes separate]
 
 1. The runtime runs, the integration is created and reaches IDLE (empty mailbox, cursor saved), the runtime is
    stopped (SIGTERM).
@@ -11,6 +11,9 @@ the same mails without storing them.
    (``imap_cursors.lastUid``, which moves only once a mail is stored and announced) reaches the last UID; then
    the bare loop runs again. Its rate is the mean of both runs, taken around the runtime's run on a machine
    shared with others.
+``--erxes separate``: erxes as in production, a process and a database of its own (``bench/erxes.py``), the
+runtime with ``STANDALONE=false``; by default the runtime serves the emulation itself (standalone mode, one
+process, one database), as a newcomer runs it.
 ``--profile``: py-spy samples the runtime during the catch-up (the GIL holder's stacks, i.e. Python code
 running -> bench/results/catchup-profiled-cpu.txt; every thread including waiting ones -> ...-wall.txt);
 ``python -m bench.profile`` summarises them and draws bench/results/catchup.svg. Profiling slows the runtime: a profiled run's rate is not the headline figure.
@@ -18,6 +21,7 @@ running -> bench/results/catchup-profiled-cpu.txt; every thread including waitin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import time
@@ -46,6 +50,7 @@ from bench.common import (
     write_result,
 )
 from bench.corpus import realistic_mix
+from bench.erxes import SeparateErxes
 
 TARGET_RATIO = 0.5
 TARGET_RATE = 300.0
@@ -107,6 +112,13 @@ def stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
             p.kill()
 
 
+def cpu_per_mail(cpu: dict[str, float], mails: int) -> dict[str, float]:
+    """Each process's CPU per stored mail (ms), from the cores it used over the catch-up: the budget a 2-core
+    machine spends per mail, and where."""
+    return {name.removesuffix("_cores"): cores * cpu["seconds"] * 1000 / mails
+            for name, cores in cpu.items() if name.endswith("_cores") and mails}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mails", type=int, default=10000)
@@ -114,19 +126,30 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy the runtime during the catch-up")
     parser.add_argument("--patch", default="", help="EXPERIMENT: run bench.patched_runtime with these patches "
                                                     "(comma-separated, see bench/patched_runtime.py)")
+    parser.add_argument("--erxes", choices=("in-process", "separate"), default="in-process",
+                        help="where the erxes emulation runs (see above)")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--out", default=None, help="result name (default catchup, or catchup-profiled)")
     args = parser.parse_args()
     out_name = args.out or ("catchup-profiled" if args.profile else
-                            f"catchup-patched-{args.patch.replace(',', '+')}" if args.patch else "catchup")
+                            f"catchup-patched-{args.patch.replace(',', '+')}" if args.patch else
+                            "catchup-erxes-separate" if args.erxes == "separate" else "catchup")
     services = ensure_services()
     machine = machine_info()
     run = Run(services, "cu")
     (user, password), = add_users(services, 1, prefix="cu")
     corpus = realistic_mix(args.mails, f"{user}@localhost", seed=11, tag=f"cu{run.id}")
     sizes = [len(m.raw) for m in corpus]
+    with contextlib.ExitStack() as stack:
+        erxes = stack.enter_context(SeparateErxes(run)) if args.erxes == "separate" else None
+        measure(args, out_name, services, machine, run, user, password, corpus, sizes, erxes)
 
-    runtime = RuntimeProcess(run, "catchup")
+
+def measure(args: argparse.Namespace, out_name: str, services: dict[str, str], machine: dict[str, Any], run: Run,
+            user: str, password: str, corpus: list[Any], sizes: list[int], erxes: SeparateErxes | None) -> None:
+    erxes_env = erxes.runtime_env() if erxes is not None else {}
+    erxes_db = erxes.db if erxes is not None else run.db
+    runtime = RuntimeProcess(run, "catchup", erxes_env)
     runtime.start()
     caller = Caller(services["RABBITMQ_HOST"], run.prefix)
     try:
@@ -148,11 +171,12 @@ def main() -> None:
         last_uid = max(client.search(["UID", "1:*"]))
     timeline: list[tuple[float, int]] = []
     rss: list[tuple[float, int]] = []
-    runtime = (RuntimeProcess(run, "catchup-patched", {"BENCH_PATCHES": args.patch}, module="bench.patched_runtime")
-               if args.patch else RuntimeProcess(run, "catchup"))
+    runtime = (RuntimeProcess(run, "catchup-patched", {"BENCH_PATCHES": args.patch, **erxes_env},
+                              module="bench.patched_runtime")
+               if args.patch else RuntimeProcess(run, "catchup", erxes_env))
     profilers: list[subprocess.Popen[bytes]] = []
     t_start = runtime.start(wait_healthy=False)
-    meters = server_meters(services, runtime, bench_self=False)
+    meters = {**server_meters(services, runtime, bench_self=False), **(erxes.meters() if erxes else {})}
     meter = CpuMeter(meters).start()
     try:
         if args.profile:
@@ -180,8 +204,8 @@ def main() -> None:
             stop_profilers(profilers)
         runtime.terminate()
     stored = run.db.imap_messages.count_documents({"inboxIntegrationId": "inbox-cu", "ingestState": "done"})
-    notified = run.db.standalone_message_notifications.count_documents({})
-    conversations = run.db.standalone_conversations.count_documents({})
+    notified = erxes_db.standalone_message_notifications.count_documents({})
+    conversations = erxes_db.standalone_conversations.count_documents({})
     log(f"catch-up: runtime done in {t_done:.1f} s; bare loop (after)")
     bare.append(bare_loop(services, user, password, args.batch))
     run.cleanup(keep=args.keep)
@@ -194,6 +218,7 @@ def main() -> None:
     bare_rate = sum(b["mails_per_s"] for b in bare) / len(bare)
     data = {
         "benchmark": "catchup", "command": command_line(), "machine": machine, "profiled": args.profile,
+        "erxes": args.erxes,
         "experiment_patches": args.patch or None,
         "experiment_config": os.environ.get("BENCH_RUNTIME_CONFIG") or None,
         "mails": args.mails, "mail_bytes": summary([float(s) for s in sizes]), "append_seconds": append_s,
@@ -203,6 +228,7 @@ def main() -> None:
                     "cpu": cpu, "status_at_end": status, "rss_kb_timeline": rss},
         "bare_loop": {"runs": bare, "mails_per_s": bare_rate, "batch": args.batch},
         "ratio_runtime_to_bare": ratio(rate, bare_rate),
+        "cpu_ms_per_mail": cpu_per_mail(cpu, args.mails),
         "targets": {
             "ratio": {"target": f">= {TARGET_RATIO:.0%} of the bare loop", "value": ratio(rate, bare_rate),
                       "met": bool(ratio(rate, bare_rate) >= TARGET_RATIO)},
@@ -215,6 +241,7 @@ def main() -> None:
     runs = ", ".join(f"{b['mails_per_s']:.0f}" for b in bare)
     print(f"bare loop {bare_rate:7.1f} mails/s (runs: {runs})")
     print(f"ratio     {ratio(rate, bare_rate):.2f}  cpu: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+    print("cpu ms per mail: " + ", ".join(f"{k} {v:.2f}" for k, v in data["cpu_ms_per_mail"].items()))
     for name, t in data["targets"].items():
         print(f"target {name}: {t['target']}: {t['value']:.2f} -> {'met' if t['met'] else 'NOT met'}")
 

@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 import pymongo
 
 from tests.conftest import read_env_file
-from tests.e2e import health
+from tests.e2e import health, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -241,14 +240,7 @@ class RuntimeProcess:
 
     def terminate(self, timeout: float = 60.0) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log(f"imap-runtime (pid {self.proc.pid}) still running {timeout} s after SIGTERM: SIGKILL")
-            self.proc.kill()
-            return self.proc.wait(timeout=10)
+        return stop_process(self.proc, timeout, warn=lambda text: log(f"imap-runtime: {text}"))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -13,6 +13,8 @@ Patches:
                        (~18 ms of CPU) at every connect, TLS or not.
   switch-interval      ``sys.setswitchinterval(0.0005)`` instead of Python's 5 ms: a thread that waits for the GIL
                        (the AMQP I/O loop, a lane back from a round trip) gets it sooner from a parsing mailbox.
+  op-count             not a change but a probe: counts the MongoDB commands the runtime sends (by command and
+                       collection, with their total time) and logs the table every 5 s ("bench-ops: ...").
   gc-log               not a change but a probe: logs every garbage collection slower than 50 ms
                        ("bench-gc: generation G took N ms"), to correlate latency outliers with GC pauses.
 """
@@ -69,13 +71,56 @@ def _gc_log() -> None:
     gc.callbacks.append(callback)
 
 
+def _op_count() -> None:
+    import collections
+    import logging
+    import threading
+    import time
+
+    from pymongo import monitoring
+
+    log = logging.getLogger("bench.ops")
+    counts: collections.Counter[str] = collections.Counter()
+    seconds: collections.Counter[str] = collections.Counter()
+    names: dict[int, str] = {}
+    lock = threading.Lock()
+
+    class Listener(monitoring.CommandListener):
+        def started(self, event: Any) -> None:
+            target = event.command.get(event.command_name)
+            with lock:
+                names[event.request_id] = f"{event.command_name} {target if isinstance(target, str) else ''}"
+
+        def succeeded(self, event: Any) -> None:
+            self._done(event)
+
+        def failed(self, event: Any) -> None:
+            self._done(event)
+
+        def _done(self, event: Any) -> None:
+            with lock:
+                name = names.pop(event.request_id, event.command_name)
+                counts[name] += 1
+                seconds[name] += event.duration_micros / 1e6
+
+    def report() -> None:
+        while True:
+            time.sleep(5)
+            with lock:
+                rows = ", ".join(f"{k}: {v} ({seconds[k]:.1f} s)" for k, v in counts.most_common(16))
+            log.warning("bench-ops: %s", rows)
+
+    monitoring.register(Listener())
+    threading.Thread(target=report, daemon=True).start()
+
+
 def _switch_interval() -> None:
     sys.setswitchinterval(0.0005)
 
 
 PATCHES: dict[str, Callable[[], None]] = {"split-thread-lookup": _split_thread_lookup,
                                           "shared-tls-context": _shared_tls_context, "gc-log": _gc_log,
-                                          "switch-interval": _switch_interval}
+                                          "switch-interval": _switch_interval, "op-count": _op_count}
 
 
 def main() -> int:

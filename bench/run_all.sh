@@ -33,10 +33,12 @@ set -x
 $PY -m bench.latency --mails "$LAT"
 $PY -m bench.control --integrations "$CTL"
 $PY -m bench.catchup --mails "$CU"
+$PY -m bench.catchup --mails "$CU" --erxes separate
 $PY -m bench.scale --mailboxes "$MB" --mails "$SMAILS"
 # evidence for the analysis in docs/benchmarks.md
 $PY -m bench.control --integrations 10 --with-mail --out control-with-mail
 $PY -m bench.storage_ops --sizes "$SIZES"
+$PY -m bench.write_patterns
 $PY -m bench.parse_speed
 if [[ -x .venv/bin/py-spy ]] || command -v py-spy >/dev/null; then
   $PY -m bench.catchup --mails "$CUP" --profile

@@ -63,7 +63,8 @@ class PushIngest:
         MailParseError for bytes that are not a mail, MailboxError when the pipeline failed or timed out."""
         mail = parse_mail(raw)
         known = self._storage.find_message(inbox_id, mail.message_id)
-        if known is not None and known.get("ingestState", "done") == "done":
+        if (known is not None and known.get("ingestState", "done") == "done"
+                and not self._storage.find_intents(inbox_id, [mail.message_id])):  # stored and announced
             return {"messageId": mail.message_id, "conversationId": known.get("inboxConversationId"),
                     "duplicate": True}
         outcome = _Outcome()

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from runtime.broker.amqp import AmqpBroker
 from runtime.config import Config, load_config
@@ -79,6 +79,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float,
+                 warn: Callable[[str], object] = lambda text: None) -> int:
+    """SIGTERM, and SIGKILL (told to ``warn``) if it still runs after ``timeout`` s; returns its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        warn(f"pid {proc.pid} still running {timeout} s after SIGTERM: SIGKILL")
+        proc.kill()
+        return proc.wait(timeout=10)
+
+
 class RuntimeProcess:
     """``imap-runtime`` as users run it: a separate process, configured by environment variables."""
 
@@ -119,6 +132,54 @@ class RuntimeProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class EmulatorProcess:
+    """erxes as production has it: ``python -m runtime.emulator`` (the standalone emulation of the core/contacts
+    and inbox procedures) in a process of its own, on the database of ``mongo_url``; a runtime then runs with
+    ``STANDALONE=false`` and the same broker prefix."""
+
+    READY = b"erxes emulation serving"
+
+    def __init__(self, services: dict[str, str], *, mongo_url: str, prefix: str, log_path: Path) -> None:
+        self.env = {**os.environ, "IMAP_RUNTIME_CONFIG": str(REPO / "configs.json"), "PORT": str(free_port()),
+                    "MONGO_URL": mongo_url, "RABBITMQ_HOST": services["RABBITMQ_HOST"],
+                    "MESSAGE_BROKER_PREFIX": prefix, "REDIS_HOST": services.get("REDIS_HOST", "127.0.0.1"),
+                    "REDIS_PORT": services.get("REDIS_PORT", "6379"), "LOG_LEVEL": "INFO"}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 30.0) -> None:
+        watch_log_file(self.log_path)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "runtime.emulator"], env=self.env, cwd=REPO,
+                                         stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # its queues are declared once it says it serves
+            if self.proc.poll() is not None:
+                raise AssertionError(f"runtime.emulator exited with {self.proc.returncode}: {self.log_tail()}")
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                if self.READY in log.read():
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"runtime.emulator not serving after {timeout} s: {self.log_tail()}")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return stop_process(self.proc, timeout)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -19,7 +19,7 @@ from runtime.cursor import Incoming
 from runtime.errors import RpcError
 from runtime.mailparse import parse_mail
 from runtime.pipeline import pick_thread
-from runtime.storage import DONE, PENDING, STORED
+from runtime.storage import DONE
 from tests.conftest import make_mail
 
 INBOX = "inbox-1"
@@ -30,6 +30,7 @@ class MemoryStorage:
 
     def __init__(self) -> None:
         self.messages: dict[str, dict[str, Any]] = {}  # by messageId
+        self.intents: dict[str, dict[str, Any]] = {}  # by messageId
         self.customers: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
         self.lock = threading.Lock()
@@ -37,6 +38,10 @@ class MemoryStorage:
     def find_messages(self, inbox_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         self.calls.append("find_messages")
         return {m: dict(self.messages[m]) for m in ids if m in self.messages}
+
+    def find_intents(self, inbox_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        self.calls.append("find_intents")
+        return {m: dict(self.intents[m]) for m in ids if m in self.intents}
 
     def thread_candidates(self, inbox_id: str, ids: list[str]) -> list[dict[str, Any]]:
         self.calls.append("thread_candidates")
@@ -46,26 +51,18 @@ class MemoryStorage:
     def find_thread_conversation(self, inbox_id: str, ids: list[str]) -> str | None:
         return pick_thread(self.thread_candidates(inbox_id, ids), ids)
 
-    def record_pending_many(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        self.calls.append("record_pending_many")
-        out = []
-        for doc in docs:
-            doc = self.messages.setdefault(doc["messageId"], {**doc, "_id": ObjectId(), "ingestState": PENDING})
-            out.append(dict(doc))
-        return out
+    def record_intents(self, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        self.calls.append("record_intents")
+        return {doc["messageId"]: dict(self.intents.setdefault(doc["messageId"], dict(doc))) for doc in docs}
 
-    def _by_oid(self, oid: ObjectId) -> dict[str, Any]:
-        return next(d for d in self.messages.values() if d["_id"] == oid)
+    def store_messages(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.calls.append("store_messages")
+        return [dict(self.messages.setdefault(doc["messageId"], dict(doc))) for doc in docs]
 
-    def set_conversations_stored(self, pairs: list[tuple[ObjectId, str]]) -> None:
-        self.calls.append("set_conversations_stored")
-        for oid, conversation in pairs:
-            self._by_oid(oid).update(inboxConversationId=conversation, ingestState=STORED)
-
-    def set_messages_state(self, oids: list[ObjectId], state: str) -> None:
-        self.calls.append("set_messages_state")
-        for oid in oids:
-            self._by_oid(oid)["ingestState"] = state
+    def clear_intents(self, oids: list[ObjectId]) -> None:
+        self.calls.append("clear_intents")
+        for message_id in [m for m, d in self.intents.items() if d["_id"] in oids]:
+            del self.intents[message_id]
 
     def find_customers(self, inbox_id: str, emails: list[str]) -> dict[str, dict[str, Any]]:
         self.calls.append("find_customers")
@@ -94,7 +91,8 @@ class RecordingErxes:
     def create_or_update_conversation(self, subdomain: str, *, conversation_id: str | None, idempotency_key: str,
                                       **_: Any) -> str:
         message_id = idempotency_key.split("/", 1)[1]
-        assert self.storage.messages[message_id]["ingestState"] == PENDING  # the intent came first
+        assert message_id in self.storage.intents  # the intent came first,
+        assert message_id not in self.storage.messages  # the message comes after
         if message_id in self.fail:
             raise self.fail[message_id]
         self.receive.append((message_id, conversation_id))
@@ -151,13 +149,14 @@ def test_a_batch_is_written_together_and_a_reply_lands_in_its_parents_conversati
              (job(3, answers, message_id="<c@x>"), "c1")]
     Conversations(storage=storage, erxes=erxes).ingest_batch(batch)
     assert answers.done == [1, 2, 3] and answers.failed == []
-    assert storage.calls == ["find_messages", "thread_candidates", "record_pending_many", "set_conversations_stored",
-                             "set_messages_state"]
+    assert storage.calls == ["find_messages", "find_intents", "thread_candidates", "record_intents", "store_messages",
+                             "clear_intents"]
     conv = {m: d["inboxConversationId"] for m, d in storage.messages.items()}
     assert conv["<b@x>"] == conv["<a@x>"] != conv["<c@x>"]
     assert erxes.receive == [("<a@x>", None), ("<b@x>", conv["<a@x>"]), ("<c@x>", None)]
     assert {d["ingestState"] for d in storage.messages.values()} == {DONE}
-    assert len(erxes.inserted) == 3
+    assert erxes.inserted == [str(storage.messages[m]["_id"]) for m in ("<a@x>", "<b@x>", "<c@x>")]
+    assert storage.intents == {}  # all announced
 
 
 def test_a_repeated_mail_is_done_without_calling_anything_again(storage):
@@ -182,11 +181,27 @@ def test_after_a_crash_a_pending_reply_is_threaded_again_rather_than_anew(storag
     lanes = Conversations(storage=storage, erxes=erxes)
     lanes.ingest_batch([(job(1, answers, message_id="<a@x>"), "c1")])
     # as left by a kill -9 after the inbox call of a reply recorded in the same batch as its parent
-    storage.record_pending_many([{"messageId": "<b@x>", "references": [], "inboxConversationId": None,
-                                  "customerId": "c2", "createdAt": None, "subject": "", "body": ""}])
+    oid = ObjectId()
+    storage.record_intents([{"_id": oid, "inboxIntegrationId": INBOX, "messageId": "<b@x>", "customerId": "c2",
+                             "inboxConversationId": None, "createdAt": None, "receivedAt": None}])
     lanes.ingest_batch([(job(2, answers, message_id="<b@x>", in_reply_to="<a@x>"), "c2")])
     assert erxes.receive[-1] == ("<b@x>", storage.messages["<a@x>"]["inboxConversationId"])
     assert storage.messages["<b@x>"]["ingestState"] == DONE
+    assert storage.messages["<b@x>"]["_id"] == oid and storage.messages["<b@x>"]["customerId"] == "c2"
+    assert storage.intents == {}
+
+
+def test_a_stored_message_whose_announcement_was_lost_is_announced_again_without_a_call(storage):
+    erxes, answers = RecordingErxes(storage), Answers()
+    lanes = Conversations(storage=storage, erxes=erxes)
+    lanes.ingest_batch([(job(1, answers, message_id="<a@x>"), "c1")])
+    [intent] = storage.record_intents([{"_id": storage.messages["<a@x>"]["_id"], "inboxIntegrationId": INBOX,
+                                        "messageId": "<a@x>", "customerId": "c1", "inboxConversationId": None,
+                                        "createdAt": None, "receivedAt": None}]).values()  # a kill before clearing it
+    lanes.ingest_batch([(job(1, answers, message_id="<a@x>"), "c1")])
+    assert answers.done == [1, 1] and len(erxes.receive) == 1  # inbox was called once
+    assert erxes.inserted == [str(intent["_id"])] * 2  # announced again, under the same id (at least once)
+    assert storage.intents == {}
 
 
 def test_an_outage_fails_the_rest_of_the_batch_at_once_as_transient(storage):
@@ -196,7 +211,7 @@ def test_an_outage_fails_the_rest_of_the_batch_at_once_as_transient(storage):
     assert answers.done == [1]
     assert answers.failed == [(2, True), (3, True)]
     assert [m for m, _ in erxes.receive] == ["<a@x>"]  # no call for the rest
-    assert storage.messages["<c@x>"]["ingestState"] == PENDING  # recorded; the re-fetch completes it
+    assert "<c@x>" in storage.intents and "<c@x>" not in storage.messages  # recorded; the re-fetch completes it
 
 
 def test_an_error_answer_for_one_mail_fails_only_that_mail(storage):

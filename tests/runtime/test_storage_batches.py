@@ -3,35 +3,88 @@ from __future__ import annotations
 
 from typing import Any
 
+from bson import ObjectId
+
+from runtime.cursor import Incoming
+from runtime.mailparse import parse_mail
 from runtime.storage import DONE, PENDING, STORED
+from tests.conftest import make_mail
 
 
 def message(message_id: str, references: list[str] | None = None, **extra: Any) -> dict[str, Any]:
     return {"inboxIntegrationId": "inbox-1", "messageId": message_id, "references": references or [], **extra}
 
 
-def test_record_pending_many_keeps_order_and_returns_the_earlier_document_of_a_duplicate(storage):
-    [first] = storage.record_pending_many([message("<a>")])
-    docs = storage.record_pending_many([message("<b>"), message("<a>", ["<other>"]), message("<c>")])
+def intent(message_id: str, **extra: Any) -> dict[str, Any]:
+    return {"_id": ObjectId(), "inboxIntegrationId": "inbox-1", "messageId": message_id, "customerId": "c",
+            "inboxConversationId": None, "createdAt": None, "receivedAt": None, **extra}
+
+
+def test_record_intents_returns_the_earlier_intent_of_a_duplicate(storage):
+    first = storage.record_intents([intent("<a>")])["<a>"]
+    found = storage.record_intents([intent("<b>"), intent("<a>", customerId="other"), intent("<c>")])
+    assert set(found) == {"<a>", "<b>", "<c>"}
+    assert found["<a>"]["_id"] == first["_id"] and found["<a>"]["customerId"] == "c"  # the recorded one
+    assert storage.intents.count_documents({}) == 3
+    assert storage.record_intents([]) == {}
+    assert set(storage.find_intents("inbox-1", ["<a>", "<missing>"])) == {"<a>"}
+    storage.clear_intents([found["<a>"]["_id"], found["<b>"]["_id"]])
+    assert set(storage.find_intents("inbox-1", ["<a>", "<b>", "<c>"])) == {"<c>"}
+
+
+def test_store_messages_keeps_order_and_returns_the_earlier_document_of_a_duplicate(storage):
+    [first] = storage.store_messages([message("<a>", inboxConversationId="conv-a", ingestState=DONE)])
+    docs = storage.store_messages([message("<b>", ["<a>"], inboxConversationId="conv-a", ingestState=DONE),
+                                   message("<a>", inboxConversationId="conv-x", ingestState=DONE),
+                                   message("<c>", inboxConversationId="conv-c", ingestState=DONE)])
     assert [d["messageId"] for d in docs] == ["<b>", "<a>", "<c>"]
-    assert docs[1]["_id"] == first["_id"] and docs[1]["references"] == []  # the stored one, not the new one
+    assert docs[1]["_id"] == first["_id"] and docs[1]["inboxConversationId"] == "conv-a"  # the stored one
     assert storage.messages.count_documents({}) == 3
-    assert {d["ingestState"] for d in storage.messages.find()} == {PENDING}
-    assert storage.record_pending_many([]) == []
-
-
-def test_state_transitions_of_a_batch_and_the_thread_lookups(storage):
-    a, b, c = storage.record_pending_many([message("<a>"), message("<b>", ["<a>"]), message("<c>")])
-    storage.set_conversations_stored([(a["_id"], "conv-a"), (b["_id"], "conv-a")])
-    storage.set_messages_state([a["_id"]], DONE)
-    states = {d["messageId"]: (d["ingestState"], d.get("inboxConversationId")) for d in storage.messages.find()}
-    assert states == {"<a>": (DONE, "conv-a"), "<b>": (STORED, "conv-a"), "<c>": (PENDING, None)}
     assert set(storage.find_messages("inbox-1", ["<a>", "<c>", "<missing>"])) == {"<a>", "<c>"}
     assert storage.find_messages("other-inbox", ["<a>"]) == {}
-    # by its own id, and by a sibling sharing an ancestor; pending ones without a conversation do not count
-    assert {d["messageId"] for d in storage.thread_candidates("inbox-1", ["<a>", "<c>"])} == {"<a>", "<b>"}
+    # by its own id, and by a sibling sharing an ancestor
+    assert {d["messageId"] for d in storage.thread_candidates("inbox-1", ["<a>"])} == {"<a>", "<b>"}
     assert storage.find_thread_conversation("inbox-1", ["<a>"]) == "conv-a"
-    assert storage.find_thread_conversation("inbox-1", ["<c>"]) is None
+    assert storage.find_thread_conversation("inbox-1", ["<nothing>"]) is None
+
+
+class Erxes:
+    def __init__(self) -> None:
+        self.called: list[tuple[str, str | None]] = []
+        self.announced: list[str] = []
+
+    def create_or_update_conversation(self, subdomain: str, *, conversation_id: str | None, idempotency_key: str,
+                                      **_: Any) -> str:
+        self.called.append((idempotency_key, conversation_id))
+        return conversation_id or "conv-new"
+
+    def message_inserted(self, subdomain: str, *, message_id: str, content: str, conversation_id: str) -> None:
+        self.announced.append(message_id)
+
+
+def test_documents_of_versions_before_intents_are_completed_once(storage):
+    """A ``pending`` document (the intent, old style) is called for and stored under its own ``_id``; a ``stored``
+    one is only announced; then both are ``done`` and no intent is left."""
+    from actors.conversation import Conversations
+
+    pending = {**message("<p>"), "_id": ObjectId(), "customerId": "c", "ingestState": PENDING,
+               "inboxConversationId": None, "createdAt": None, "receivedAt": None}
+    stored = {**message("<s>"), "_id": ObjectId(), "customerId": "c", "ingestState": STORED,
+              "inboxConversationId": "conv-s", "body": "<p>s</p>"}
+    storage.messages.insert_many([pending, stored])
+    erxes = Erxes()
+    answers: list[int] = []
+    mailbox = type("Mailbox", (), {"mail_done": lambda self, folder, uid: answers.append(uid)})()
+    jobs = [(Incoming("inbox-1", "os", "INBOX", uid, parse_mail(make_mail(to="me@x", message_id=m)), mailbox), "c")
+            for uid, m in ((1, "<p>"), (2, "<s>"))]
+    Conversations(storage=storage, erxes=erxes).ingest_batch(jobs)
+    assert sorted(answers) == [1, 2]
+    assert erxes.called == [("inbox-1/<p>", None)]  # the stored one is not called for again
+    assert sorted(erxes.announced) == sorted([str(pending["_id"]), str(stored["_id"])])
+    docs = {d["messageId"]: d for d in storage.messages.find()}
+    assert {m: (d["_id"], d["ingestState"], d["inboxConversationId"]) for m, d in docs.items()} == {
+        "<p>": (pending["_id"], DONE, "conv-new"), "<s>": (stored["_id"], DONE, "conv-s")}
+    assert storage.intents.count_documents({}) == 0
 
 
 def test_find_customers_of_a_batch(storage):

@@ -158,6 +158,33 @@ def test_balance_takes_up_to_the_share_and_names_the_extras():
     assert sorted(len(x.held()) for x in (a, b, c)) == [3, 3, 3]
     assert not a.claim(next(k for k in keys if not a.holds(k)))  # at its share: a request does not take more
 
+def test_a_request_for_a_new_integration_takes_it_at_once_when_the_share_allows():
+    client, clock = DictRedis(), Clock()
+    keys = [f"os:imap:integration:{i}" for i in range(4)]
+    a, b = (book(client, clock, n) for n in ("a", "b"))
+    for n in ("a", "b"):
+        client.sadd(a.nodes_key, n)
+        client.set(a.node_key(n), "i")
+    assert a.balance(keys).target == 2 and b.balance(keys).target == 2
+    assert (len(a.held()), len(b.held())) == (2, 2)
+    freed = b.held()[0]
+    b.release([freed])
+    assert not a.claim(freed)  # free, but counted by the last pass: a is at its share (2 of 4)
+    # a fifth integration raises the share to 3: the node its createIntegration reaches listens now, not at the
+    # next pass (2.5 s later)
+    assert a.claim("os:imap:integration:new") and a.holds("os:imap:integration:new")
+    assert not a.claim("os:imap:integration:newer")  # 3 held: its share with one more new one is still 3
+
+
+def test_a_lone_node_takes_every_new_integration_at_once():
+    client, clock = DictRedis(), Clock()
+    leases = book(client, clock, "a")
+    client.sadd(leases.nodes_key, "a")
+    client.set(leases.node_key("a"), "i")
+    assert leases.balance(["os:imap:integration:0"]).target == 1
+    assert all(leases.claim(f"os:imap:integration:new{i}") for i in range(5))  # created one after another
+    assert len(leases.held()) == 6
+
 
 def test_a_lease_not_renewed_by_the_deadline_is_dropped_and_its_mailbox_stopped():
     client, clock = DictRedis(), Clock()

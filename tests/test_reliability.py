@@ -182,7 +182,7 @@ def test_kill_9_at_10_random_moments_while_ingesting_1000_mails(process, caller,
     notes = list(db.standalone_message_notifications.find())
     repeated = sum(1 for n in notes if n["deliveries"] > 1)
     print(f"[kill -9] conversationClientMessageInserted repeated for {repeated} message(s) (at-least-once: a kill "
-          f"between the publish and the 'done' write)")
+          f"between the publish and the deletion of the intent)")
     wait_for(lambda: cursor(db, inbox).get("lastUid") == 1000, timeout=10, message="the cursor at UID 1000")
     assert db.imap_quarantine.count_documents({}) == 0
     assert crashes(db) == []

@@ -20,6 +20,11 @@ def done_messages(db: Any, inbox_id: str) -> list[dict[str, Any]]:
     return list(db.imap_messages.find({"inboxIntegrationId": inbox_id, "ingestState": "done"}))
 
 
+def mailbox_state(db: Any, inbox_id: str) -> dict[str, Any] | None:
+    return db.imap_integrations.find_one({"inboxId": inbox_id}, {"state": 1, "healthStatus": 1, "error": 1,
+                                                                 "updatedAt": 1, "stateChangedAt": 1, "_id": 0})
+
+
 def test_new_mail_becomes_customer_conversation_message_and_notification(runtime, caller, mailserver, db):
     user, password = connect_mailbox(caller, mailserver, db, "inbox-1")
     mailserver.append(user, password, make_mail(to=f"{user}@localhost", subject="Where is my order?",
@@ -99,7 +104,9 @@ def test_remove_update_and_wrong_password(runtime, caller, mailserver, db, caplo
     caller.update_integration("inbox-x", {**mailserver.details(user, "new-password-1")})
     wait_for(lambda: caller.call("getStatus", {"integrationId": "inbox-x"})["status"] == "healthy", timeout=10)
     mailserver.append(user, "new-password-1", make_mail(to=f"{user}@localhost", subject="after update"))
-    wait_for(lambda: len(done_messages(db, "inbox-x")) == 1, timeout=5)
+    wait_for(lambda: len(done_messages(db, "inbox-x")) == 1, timeout=5, message=lambda: (
+        f"the mail after the update; integration {mailbox_state(db, 'inbox-x')}, "
+        f"intents {list(db.imap_intents.find({}, {'messageId': 1}))}, cursor {list(db.imap_cursors.find())}"))
     details = caller.call("api_to_integrations", {"integrationId": "inbox-x", "action": "getDetails"})
     assert details["password"] is None and details["user"] == f"{user}@localhost"
     assert caller.call("api_to_integrations", {"integrationId": "inbox-x", "action": "reply-imap"}) is None

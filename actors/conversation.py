@@ -25,6 +25,7 @@ from bson import ObjectId
 from actors._answer import answer, is_transient
 from runtime import metrics
 from runtime.cursor import Incoming
+from runtime.errors import StorageError
 from runtime.logctx import bind
 from runtime.pipeline import Backlog, ThreadMap, grouped, pick_thread, thread_ids, unique_rounds
 from runtime.tenants import bound
@@ -154,8 +155,10 @@ class Conversations:
                     unannounced.append(entry)
                 else:
                     done.append(job)
+            elif intent is None:  # its intent vanished meanwhile (another node finished the mail): look again
+                self._fail([job], StorageError("the mail's intent vanished while it was recorded"))
+                continue
             else:
-                assert intent is not None, "a mail with no message has its intent recorded"
                 # a reply to a mail of this batch: the parent's conversation, called for just before
                 conversation_id = intent.get("inboxConversationId") or entry.thread or threads.find(job.mail)
                 try:

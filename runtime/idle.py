@@ -8,7 +8,8 @@ that is already in memory. TLS adds a second buffer (decrypted bytes the socket 
 
 :func:`idle_responses` (``IdleClient.idle_check``) looks in those buffers before it polls, and reads whole lines
 in blocking mode (under the connection's own timeout), so a line split across packets is never cut in half either
-(imapclient issue #519).
+(imapclient issue #519). :meth:`IdleClient.announced` sees what came before IDLE: a mail announced with the answer
+to the last SEARCH, which IDLE will not announce again.
 """
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ class IdleClient(IMAPClient):
 
     def idle_check(self, timeout: float | None = None) -> list[tuple[Any, ...]]:
         return idle_responses(self, 3600.0 if timeout is None else timeout)
+
+    def announced(self) -> bool:
+        """Whether an ``EXISTS`` or ``RECENT`` came with the response to an earlier command, and forget it. A mail
+        that arrives while a SEARCH or FETCH runs is announced in that command's response: imaplib keeps such lines
+        aside (``untagged_responses``), and the server does not announce the mail again once IDLE starts."""
+        untagged = self._imap.untagged_responses
+        return bool(untagged.pop("EXISTS", None)) | bool(untagged.pop("RECENT", None))
 
 
 def idle_responses(client: Any, timeout: float) -> list[tuple[Any, ...]]:

@@ -294,6 +294,7 @@ class Mailbox:
         if self._selected == name:
             return fp
         info = self._client.select_folder(name, readonly=True)
+        self._client.announced()  # the SELECT's own EXISTS: the folder's size, not news
         self._selected = name
         uidvalidity = int(info[b"UIDVALIDITY"])
         uidnext = int(info.get(b"UIDNEXT", 1))
@@ -385,6 +386,9 @@ class Mailbox:
     def _idle_slice(self) -> None:
         primary = self._select(self._primary)
         if not self._idling:
+            if self._client.announced():  # a mail came in during the last search: fetch it rather than IDLE past it
+                primary.need_sync = True
+                return
             self._client.idle()
             self._idling = True
             self._idle_since = self._heard_at = self._clock()

@@ -261,7 +261,7 @@ class Storage:
                     found[doc["_id"]] = doc
         return list(found.values())
 
-    # -- intents: a message on its way in (docs/design: "record the intent before calling inbox") ----------------
+    # -- intents: a mail on its way in, recorded before inbox is called (erxes takes no idempotency key) -------
     def find_intents(self, inbox_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The intents of ``inbox_id`` among ``message_ids``, by Message-ID (one query for a batch)."""
         ids = [m for m in dict.fromkeys(message_ids) if m]

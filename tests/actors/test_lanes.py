@@ -267,3 +267,19 @@ def test_one_new_sender_in_every_lane_at_once_is_created_once(storage):
     assert erxes.created == ["new@example.com"]
     for ref in refs:
         ref.stop()
+
+
+def test_a_mail_whose_intent_vanished_fails_as_transient_and_the_batch_goes_on(storage):
+    erxes, answers = RecordingErxes(storage), Answers()
+    record = storage.record_intents
+
+    def record_but_lose_b(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        found = record(docs)  # another node finished <b@x> and cleared its intent between insert and lookup
+        storage.intents.pop("<b@x>")
+        return {m: d for m, d in found.items() if m != "<b@x>"}
+
+    storage.record_intents = record_but_lose_b  # type: ignore[method-assign]
+    Conversations(storage=storage, erxes=erxes).ingest_batch(
+        [(job(n, answers, message_id=f"<{m}@x>"), "c") for n, m in enumerate("abc", 1)])
+    assert answers.done == [1, 3] and answers.failed == [(2, True)]  # looked at again, not counted against it
+    assert [m for m, _ in erxes.receive] == ["<a@x>", "<c@x>"]

@@ -46,6 +46,11 @@ class FakeImap:
     def idle(self) -> None:
         self.idling = True
 
+    def announced(self) -> bool:
+        """An EXISTS that came with an earlier command's response (set ``self.news`` to simulate one)."""
+        news, self.news = getattr(self, "news", False), False
+        return news
+
     def idle_check(self, timeout: float) -> list[Any]:
         clock.now += timeout
         return self.idle_responses.pop(0) if self.idle_responses else []
@@ -143,6 +148,31 @@ def test_new_mail_announced_in_idle_is_fetched_from_the_cursor():
     box.tick()  # EXISTS
     box.tick()  # sync
     assert [j.uid for j in pipeline.jobs] == [2] and not imap.idling
+
+
+def test_a_mail_announced_with_the_last_search_is_fetched_before_idle():
+    imap = FakeImap({1: make_mail(to="u@x")})
+    storage, pipeline = MemoryStorage(), Pipeline()
+    storage.save_cursor("i1", "INBOX", 7, 1)
+    box = mailbox(lambda settings: imap, storage, pipeline)
+    box.tick()  # connect
+    search, ran = imap.search, []
+
+    def search_as_the_mail_arrives(criteria: list[Any]) -> list[int]:
+        if ran:
+            return search(criteria)
+        ran.append(criteria)  # the first search ran before mail 2 was in; its EXISTS came with the response
+        imap.mails[2] = make_mail(to="u@x", subject="arrived during the search")
+        imap.news = True
+        return []
+
+    imap.search = search_as_the_mail_arrives  # type: ignore[method-assign]
+    box.tick()  # UID 2:* finds nothing: caught up
+    assert storage.health[-1]["state"] == "idle"
+    box.tick()  # not IDLE: the announcement seen, a search instead
+    assert not imap.idling
+    box.tick()
+    assert [j.uid for j in pipeline.jobs] == [2]
 
 
 def test_changed_uidvalidity_rescans_the_folder():

@@ -83,3 +83,24 @@ def test_a_closed_connection_raises_instead_of_returning_nothing(mailserver):
     client.socket().shutdown(2)  # our side gone: reads see EOF at once
     with pytest.raises(IMAPClient.AbortError):
         client.idle_check(timeout=2.0)
+
+
+def test_a_mail_announced_with_a_command_s_answer_is_not_announced_again_in_idle(mailserver):
+    """The race behind a mail stored only at the next IDLE renewal: it arrived while the mailbox's last command
+    ran, its EXISTS came with that answer (imaplib keeps it aside), and IDLE then stays silent about it."""
+    user, password = mailserver.add_user()
+    client = connect(settings(mailserver, user, password, tls=False))
+    try:
+        client.select_folder("INBOX", readonly=True)
+        client.announced()  # the SELECT's own EXISTS (the folder's size), dropped as the mailbox does
+        assert not client.announced()
+        mailserver.append(user, password, make_mail(to=f"{user}@localhost", subject="during a command"))
+        client.search(["ALL"])  # any command: the server tells what changed with its answer
+        assert client.announced()
+        assert not client.announced()  # told once
+        client.idle()
+        responses = client.idle_check(timeout=1.5)
+        client.idle_done()
+        assert not any(len(r) > 1 and r[1] == b"EXISTS" for r in responses), responses  # IDLE does not repeat it
+    finally:
+        client.logout()

@@ -204,12 +204,13 @@ class Conversations:
         self._finished(job)
         answer(job.mailbox, method, job.folder, job.uid, *args)
 
-    @classmethod
-    def _intent(cls, job: Incoming, customer_id: str, conversation_id: str | None) -> dict[str, Any]:
+    @staticmethod
+    def _intent(job: Incoming, customer_id: str, conversation_id: str | None) -> dict[str, Any]:
         """A new mail's intent: the future message's ``_id`` and what must not change between attempts."""
-        doc = cls._document(job, customer_id, conversation_id)
-        return {"_id": ObjectId(), **{k: doc[k] for k in ("inboxIntegrationId", "messageId", "customerId",
-                                                           "inboxConversationId", "createdAt", "receivedAt")}}
+        created_at, received_at = _times(job)
+        return {"_id": ObjectId(), "inboxIntegrationId": job.inbox_id, "messageId": _message_id(job),
+                "customerId": customer_id, "inboxConversationId": conversation_id, "createdAt": created_at,
+                "receivedAt": received_at}
 
     @classmethod
     def _message(cls, entry: Entry, conversation_id: str) -> dict[str, Any]:
@@ -222,6 +223,7 @@ class Conversations:
     @staticmethod
     def _document(job: Incoming, customer_id: str, conversation_id: str | None) -> dict[str, Any]:
         mail: Any = job.mail
+        created_at, received_at = _times(job)
         return {
             "inboxIntegrationId": job.inbox_id,
             "inboxConversationId": conversation_id,
@@ -239,14 +241,20 @@ class Conversations:
             "replyTo": list(mail.reply_to),
             "attachments": [{k: a.get(k) for k in ("filename", "mimeType", "type", "size", "attachmentId",
                                                    "contentId", "partIndex")} for a in mail.attachments],
-            "createdAt": mail.date or job.fetched_at or utcnow(),
-            "receivedAt": job.fetched_at or utcnow(),
+            "createdAt": created_at,
+            "receivedAt": received_at,
             "type": "INBOX",
             "autoSubmitted": classify(mail),  # "auto-reply"/"bounce": ingested, but nothing may answer it
             "folder": job.folder,
             "uid": job.uid,
             "size": mail.size,
         }
+
+
+def _times(job: Incoming) -> tuple[Any, Any]:
+    """A mail's ``createdAt`` (its Date, else when it was fetched) and ``receivedAt`` (when it was fetched)."""
+    received_at = job.fetched_at or utcnow()
+    return job.mail.date or received_at, received_at  # type: ignore[attr-defined]
 
 
 def _message_id(job: Incoming) -> str:

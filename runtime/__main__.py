@@ -43,9 +43,8 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def run(config: Config) -> int:
-    from runtime.process import Runtime  # imported late: a bad setting is reported without loading the rest
-
+def stop_on_signals() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets (logged): the process's main thread waits on it."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -54,6 +53,13 @@ def run(config: Config) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def run(config: Config) -> int:
+    from runtime.process import Runtime  # imported late: a bad setting is reported without loading the rest
+
+    stop = stop_on_signals()
     signal.signal(signal.SIGUSR1, pykka.debug.log_thread_tracebacks)
     runtime = Runtime(config)
     try:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import signal
 import sys
-import threading
 
 from runtime.config import load_config
 from runtime.errors import ConfigError, RuntimeFault
@@ -24,7 +22,7 @@ logger = logging.getLogger("runtime.emulator")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from runtime.__main__ import setup_logging
+    from runtime.__main__ import setup_logging, stop_on_signals
 
     parser = argparse.ArgumentParser(prog="python -m runtime.emulator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runtime.emulator: bad setting {exc}", file=sys.stderr)
         return 2
     setup_logging(config)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
 
     from runtime.process import start_broker, start_tenants  # late: a bad setting is reported without them
 

@@ -47,6 +47,24 @@ MAX_RAW_IN_DOCUMENT = 15 * 1024 * 1024  # MongoDB documents hold 16 MiB
 SECRET_FIELDS = ("password", "webhookSecret", "oauthClientSecret", "oauthRefreshToken", "oauthAccessToken")
 
 
+def _duplicates_only(exc: BulkWriteError) -> set[int]:
+    """The indexes of the documents an ``insert_many(ordered=False)`` found stored already; re-raises ``exc`` when
+    anything else failed."""
+    errors = exc.details.get("writeErrors") or []
+    if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+        raise exc
+    return {int(e["index"]) for e in errors}
+
+
+def _by_message_id(collection: Any, inbox_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The documents of ``inbox_id`` in ``collection`` among ``message_ids``, by Message-ID, in one query."""
+    ids = [m for m in dict.fromkeys(message_ids) if m]
+    if not ids:
+        return {}
+    return {doc["messageId"]: doc for doc in collection.find({"inboxIntegrationId": inbox_id,
+                                                              "messageId": {"$in": ids}})}
+
+
 def utcnow() -> dt.datetime:
     """Now in UTC, truncated to milliseconds as MongoDB stores it."""
     now = dt.datetime.now(dt.timezone.utc)
@@ -233,11 +251,7 @@ class Storage:
 
     def find_messages(self, inbox_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The stored messages of ``inbox_id`` among ``message_ids``, by Message-ID (one query for a batch)."""
-        ids = [m for m in dict.fromkeys(message_ids) if m]
-        if not ids:
-            return {}
-        return {doc["messageId"]: doc for doc in self.messages.find(
-            {"inboxIntegrationId": inbox_id, "messageId": {"$in": ids}})}
+        return _by_message_id(self.messages, inbox_id, message_ids)
 
     def find_thread_conversation(self, inbox_id: str, message_ids: Iterable[str]) -> str | None:
         """The conversation of a stored message this mail answers (by In-Reply-To/References), or of a sibling
@@ -264,11 +278,7 @@ class Storage:
     # -- intents: a mail on its way in, recorded before inbox is called (erxes takes no idempotency key) -------
     def find_intents(self, inbox_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The intents of ``inbox_id`` among ``message_ids``, by Message-ID (one query for a batch)."""
-        ids = [m for m in dict.fromkeys(message_ids) if m]
-        if not ids:
-            return {}
-        return {doc["messageId"]: doc for doc in self.intents.find(
-            {"inboxIntegrationId": inbox_id, "messageId": {"$in": ids}})}
+        return _by_message_id(self.intents, inbox_id, message_ids)
 
     def record_intents(self, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Record intents (small documents: ``_id``, the future message's, ``inboxIntegrationId``, ``messageId``,
@@ -280,8 +290,7 @@ class Storage:
             self.intents.insert_many(docs, ordered=False)
             return {doc["messageId"]: doc for doc in docs}
         except BulkWriteError as exc:
-            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors") or [{}]):
-                raise
+            _duplicates_only(exc)
         return self.find_intents(docs[0]["inboxIntegrationId"], [doc["messageId"] for doc in docs])
 
     def store_messages(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -294,10 +303,7 @@ class Storage:
             self.messages.insert_many(docs, ordered=False)
             return docs
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors") or []
-            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            duplicates = {int(e["index"]) for e in errors}
+            duplicates = _duplicates_only(exc)
         stored = []
         for i, doc in enumerate(docs):
             if i in duplicates:

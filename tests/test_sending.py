@@ -20,8 +20,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from runtime.errors import AuthenticationFailed, MailboxError, RequestError
+from runtime.errors import AuthenticationFailed, MailboxError, OutboundError, OutboundTooLarge, RequestError
 from runtime.erxes import ErxesClient
+from runtime.fence import Fence
 from runtime.process import Runtime
 from runtime.sending import MailSender
 from runtime.smtp import SmtpRefused
@@ -444,6 +445,7 @@ class _Seen(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         self.server.requests.append(self.path)  # type: ignore[attr-defined]
+        self.server.hosts.append(self.headers.get("Host"))  # type: ignore[attr-defined]
         route = self.server.routes.get(self.path.split("?")[0])  # type: ignore[attr-defined]
         if route is not None:
             route(self)
@@ -458,9 +460,12 @@ class _Seen(http.server.BaseHTTPRequestHandler):
 
 
 class SeenServer:
-    def __init__(self, routes: dict[str, Any] | None = None) -> None:
+    def __init__(self, routes: dict[str, Any] | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Seen)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.requests = []  # type: ignore[attr-defined]
+        self.httpd.hosts = []  # type: ignore[attr-defined]
         self.httpd.routes = routes or {}  # type: ignore[attr-defined]
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
@@ -548,6 +553,38 @@ def test_an_allowed_prefix_is_fetched_and_its_redirects_are_checked_again(plain_
     finally:
         inner.close()
         allowed.close()
+
+
+def test_the_connection_goes_to_the_checked_address_and_keeps_the_host_name(services):
+    asked: list[str] = []
+
+    def resolve(host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:  # a name only this "DNS" knows
+        asked.append(host)
+        return [(socket.AF_INET, ("127.0.0.1", port))]
+
+    cert_dir = Path(services["CA_CERT"]).parent  # its certificate names localhost and 127.0.0.1
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_dir / "cert.pem", cert_dir / "key.pem")
+    sni: list[str | None] = []
+    server_tls.sni_callback = lambda sock, name, context: sni.append(name)
+    client_tls = ssl.create_default_context(cafile=str(cert_dir / "cert.pem"))
+    outside = Fence(resolve=resolve, allow_loopback=True, context=client_tls)
+    plain, secure = SeenServer(), SeenServer(tls=server_tls)
+    try:
+        got = outside.fetch(f"http://files.fence.test:{plain.port}/blob?key=k", timeout=5, max_bytes=10_000)
+        assert (got.status, got.body, got.url) == (200, _Files.blob, f"http://files.fence.test:{plain.port}/blob")
+        assert plain.requests == ["/blob?key=k"] and plain.httpd.hosts == [f"files.fence.test:{plain.port}"]
+        assert outside.fetch(f"https://localhost:{secure.port}/x", timeout=5, max_bytes=10_000).body == _Files.blob
+        assert sni == ["localhost"] and secure.httpd.hosts == [f"localhost:{secure.port}"]
+        with pytest.raises(OutboundError, match="certificate verify failed .*Hostname mismatch"):
+            outside.fetch(f"https://files.fence.test:{secure.port}/x", timeout=5, max_bytes=10_000)
+        assert sni[-1] == "files.fence.test" and len(secure.requests) == 1  # checked against the name, not the IP
+        assert asked == ["files.fence.test", "localhost", "files.fence.test"]  # once per fetch, then its answer
+        with pytest.raises(OutboundTooLarge, match="answered more than 100 bytes"):
+            outside.fetch(f"http://files.fence.test:{plain.port}/blob", timeout=5, max_bytes=100)
+    finally:
+        plain.close()
+        secure.close()
 
 
 def _trickle(handler: Any, *, headers_too: bool) -> None:

@@ -10,7 +10,7 @@ certificate check keep the host name. Every redirect hop is checked again. One d
 (DNS, connect, TLS, every redirect, every read): the socket's timeout is set to the time left before each read,
 so a server that trickles bytes cannot hold a request past it. Environment proxies (``HTTP(S)_PROXY``) are never
 used: a proxy would resolve the name itself, out of the fence's sight. Loopback addresses are allowed only with
-``OUTBOUND_ALLOW_LOOPBACK_HTTP`` (the tests' local servers).
+``OUTBOUND_ALLOW_LOOPBACK_HTTP`` (the tests' local servers). The connections are in :mod:`runtime._pinned`.
 
 Refusals raise :class:`OutboundRefused`, failures :class:`OutboundError`, a body over the limit
 :class:`OutboundTooLarge`; their texts show a URL without its query (it may carry a signed key).
@@ -21,8 +21,6 @@ deep in the IMAP settings); :func:`install` sets it at start-up, as the configur
 from __future__ import annotations
 
 import concurrent.futures
-import http.client
-import io
 import ipaddress
 import logging
 import re
@@ -34,7 +32,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from runtime.errors import OutboundError, OutboundRefused, OutboundTooLarge
+from runtime._pinned import connection, exchange, left, read_body
+from runtime.errors import OutboundError, OutboundRefused
 
 __all__ = ["Fence", "Prefix", "Response", "address_problem", "erxes_prefixes", "install", "literal_ip",
            "parse_prefix", "shared"]
@@ -46,8 +45,6 @@ Resolver = Callable[[str, int], Sequence[tuple[int, tuple[Any, ...]]]]  # host, 
 
 ERXES = "erxes"  # in OUTBOUND_URL_ALLOW: erxes's own file route (erxes_prefixes)
 MAX_REDIRECTS = 5
-CONNECT_TIMEOUT = 10.0  # at most this per address tried (within the deadline)
-_CHUNK = 64 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
 _LOOPBACK = "loopback"
 
@@ -283,7 +280,7 @@ class Fence:
             family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
             return [(family, (str(ip), target.port) if ip.version == 4 else (str(ip), target.port, 0, 0))]
         try:
-            found = _DNS.submit(self._resolve, target.host, target.port).result(_left(deadline))
+            found = _DNS.submit(self._resolve, target.host, target.port).result(left(deadline))
         except TimeoutError:
             raise OutboundError(f"cannot fetch {target.shown}: {target.host} did not resolve in time") from None
         except (OSError, UnicodeError) as exc:
@@ -312,16 +309,16 @@ class Fence:
                 if hop == 0:
                     raise
                 raise OutboundRefused(f"{_target(first).shown} redirected to a URL that is refused: {exc}") from None
-            conn = _connection(target, addresses, deadline, self._context)
+            conn = connection(target, addresses, deadline, self._context)
             try:
-                response = _exchange(conn, target, method, body, headers or {}, timeout)
+                response = exchange(conn, target, method, body, headers or {}, timeout)
                 location = response.getheader("Location")
                 if response.status in _REDIRECTS and location and method == "GET" and redirects:
                     current = urllib.parse.urljoin(target.url, location.strip())
                     continue
                 data = b""
                 if response.status < 300 or error_body:
-                    data = _read_body(response, target, max_bytes, timeout)
+                    data = read_body(response, target, max_bytes, timeout)
                 return Response(response.status, response.reason, response.headers, data, target.shown)
             finally:
                 conn.close()
@@ -330,161 +327,6 @@ class Fence:
 
 def _ip(sockaddr: tuple[Any, ...]) -> IP:
     return ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
-
-
-def _left(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise _Late("the deadline passed")
-    return left
-
-
-class _Late(TimeoutError):
-    pass
-
-
-# -- the connection: to the checked address, every read within the deadline -----------------------------------------
-def _connection(target: _Target, addresses: list[tuple[int, tuple[Any, ...]]], deadline: float,
-                context: ssl.SSLContext) -> http.client.HTTPConnection:
-    if target.scheme == "https":
-        return _PinnedHTTPSConnection(target.host, target.port, addresses=addresses, deadline=deadline,
-                                      context=context)
-    return _PinnedHTTPConnection(target.host, target.port, addresses=addresses, deadline=deadline)
-
-
-def _exchange(conn: http.client.HTTPConnection, target: _Target, method: str, body: bytes | None,
-              headers: Mapping[str, str], timeout: float) -> http.client.HTTPResponse:
-    try:
-        conn.request(method, target.request_path, body=body, headers={"User-Agent": "imap-runtime", **headers})
-        return conn.getresponse()
-    except Exception as exc:  # noqa: BLE001 - mapped onto the fence's errors, the cause dropped (it names the URL)
-        raise _failure(target, exc, timeout) from None
-
-
-def _read_body(response: http.client.HTTPResponse, target: _Target, max_bytes: int, timeout: float) -> bytes:
-    too_large = OutboundTooLarge(f"{target.shown} answered more than {max_bytes} bytes")
-    length = response.getheader("Content-Length")
-    if length and length.strip().isdigit() and int(length) > max_bytes:
-        raise too_large
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        while chunk := response.read(_CHUNK):
-            total += len(chunk)
-            if total > max_bytes:
-                raise too_large
-            chunks.append(chunk)
-    except OutboundTooLarge:
-        raise
-    except Exception as exc:  # noqa: BLE001 - as in _exchange
-        raise _failure(target, exc, timeout) from None
-    return b"".join(chunks)
-
-
-def _failure(target: _Target, exc: BaseException, timeout: float) -> OutboundError:
-    if isinstance(exc, OutboundError):
-        return exc
-    if isinstance(exc, TimeoutError):
-        return OutboundError(f"{target.shown} is too slow to download: the whole fetch must finish within "
-                             f"{timeout:g} s")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return OutboundError(f"cannot fetch {target.shown}: certificate verify failed ({exc.verify_message})")
-    if isinstance(exc, (OSError, http.client.HTTPException, ValueError)):
-        return OutboundError(f"cannot fetch {target.shown}: {exc or type(exc).__name__}")
-    raise exc
-
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to one of the checked ``addresses`` (never resolves ``host``, which stays the Host header)."""
-
-    def __init__(self, host: str, port: int, *, addresses: list[tuple[int, tuple[Any, ...]]],
-                 deadline: float) -> None:
-        super().__init__(host, port)
-        self._addresses = addresses
-        self._deadline = deadline
-
-    def connect(self) -> None:
-        self.sock = _DeadlineSocket(self._open(), self._deadline)
-
-    def _open(self) -> socket.socket:
-        error: OSError = OSError("no address")
-        for family, sockaddr in self._addresses:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(min(_left(self._deadline), CONNECT_TIMEOUT))
-                sock.connect(sockaddr)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                return sock
-            except _Late:
-                sock.close()
-                raise
-            except OSError as exc:
-                sock.close()
-                error = exc
-        raise error
-
-
-class _PinnedHTTPSConnection(_PinnedHTTPConnection):
-    """The same, with TLS: SNI and the certificate are checked against ``host``."""
-
-    default_port = 443
-
-    def __init__(self, host: str, port: int, *, addresses: list[tuple[int, tuple[Any, ...]]], deadline: float,
-                 context: ssl.SSLContext) -> None:
-        super().__init__(host, port, addresses=addresses, deadline=deadline)
-        self._context = context
-
-    def connect(self) -> None:
-        raw = self._open()
-        try:
-            raw.settimeout(_left(self._deadline))  # the handshake as a whole (CPython's ssl keeps one deadline)
-            tls = self._context.wrap_socket(raw, server_hostname=self.host)
-        except BaseException:
-            raw.close()
-            raise
-        self.sock = _DeadlineSocket(tls, self._deadline)
-
-
-class _DeadlineSocket:
-    """A socket whose every send and read first sets its timeout to the time left before ``deadline``."""
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self._sock = sock
-        self._deadline = deadline
-
-    def _arm(self) -> None:
-        self._sock.settimeout(_left(self._deadline))
-
-    def sendall(self, data: Any) -> None:
-        self._arm()
-        self._sock.sendall(data)
-
-    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
-        return io.BufferedReader(_DeadlineReader(self._sock.makefile("rb", buffering=0), self._arm))
-
-    def close(self) -> None:
-        self._sock.close()  # the real close waits for the open reader, as a plain socket's does
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-class _DeadlineReader(io.RawIOBase):
-    def __init__(self, raw: Any, arm: Callable[[], None]) -> None:
-        self._raw = raw
-        self._arm = arm
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int | None:
-        self._arm()
-        return self._raw.readinto(buffer)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._raw.close()
-        super().close()
 
 
 # -- the process's fence ------------------------------------------------------------------------------------------

@@ -60,6 +60,10 @@ DEFAULTS: dict[str, Any] = {
     "rpc_allowed_networks": "private",
     "rpc_token": "",
     "max_request_bytes": 15 * 1024 * 1024,
+    "outbound_url_allow": "erxes",
+    "outbound_allow_loopback_http": False,
+    "erxes_domain": "",
+    "erxes_api_url": "",
 }
 
 # Environment variable -> Config field. erxes's names first, then ours.
@@ -90,6 +94,11 @@ ENV_SETTINGS: dict[str, str] = {
     "RPC_ALLOWED_NETWORKS": "rpc_allowed_networks",
     "RPC_TOKEN": "rpc_token",
     "MAX_REQUEST_BYTES": "max_request_bytes",
+    "OUTBOUND_URL_ALLOW": "outbound_url_allow",
+    "OUTBOUND_ALLOW_LOOPBACK_HTTP": "outbound_allow_loopback_http",
+    "DOMAIN": "erxes_domain",  # erxes 2.x's setup gives every service erxes's address in DOMAIN
+    "MAIN_API_DOMAIN": "erxes_api_url",  # erxes 1.x
+    "REACT_APP_API_URL": "erxes_api_url",  # what erxes's UI builds its /read-file links on (wins over the above)
 }
 
 # What ``private`` means in RPC_ALLOWED_NETWORKS: loopback and the private ranges (RFC 1918, IPv6 unique local),
@@ -139,6 +148,12 @@ class Config:
     rpc_allowed_networks: tuple[str, ...] = PRIVATE_NETWORKS  # CIDRs allowed to call POST /rpc/<procedure>
     rpc_token: str = field(default="", repr=False)  # when set, POST /rpc needs "Authorization: Bearer <token>"
     max_request_bytes: int = 15 * 1024 * 1024  # request body limit of every route but /receive (max_mail_bytes)
+    # The outbound fence (runtime/fence.py): URL prefixes always fetched ("erxes": erxes's file route, from the two
+    # erxes settings below), and whether loopback addresses may be fetched (tests only).
+    outbound_url_allow: tuple[str, ...] = ("erxes",)
+    outbound_allow_loopback_http: bool = False
+    erxes_domain: str = ""  # DOMAIN, else configs.json's top-level "domain" (the erxes CLI's)
+    erxes_api_url: str = ""  # REACT_APP_API_URL, else MAIN_API_DOMAIN
 
     @property
     def rpc_timeout(self) -> float:
@@ -204,6 +219,8 @@ def _read_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"imap_runtime.{unknown[0]}", f"unknown setting (known: {', '.join(sorted(DEFAULTS))})")
     values.update(ours)
+    if not values.get("erxes_domain") and isinstance(doc.get("domain"), str):
+        values["erxes_domain"] = doc["domain"]  # erxes's address, in the erxes CLI's configs.json
     mongo = doc.get("mongo")
     if isinstance(mongo, dict) and mongo.get("username") and "mongo_url" in values:
         values["mongo_url"] = _with_credentials(values["mongo_url"], mongo["username"], mongo.get("password", ""))
@@ -333,6 +350,36 @@ def _token(setting: str, raw: Any) -> str:
     return text
 
 
+def _allow_list(setting: str, raw: Any) -> tuple[str, ...]:
+    """Comma-separated URL prefixes (runtime.fence.parse_prefix) and ``erxes``; normalised."""
+    from runtime.fence import ERXES, parse_prefix
+
+    if isinstance(raw, str):
+        items = raw.split(",")
+    elif isinstance(raw, (list, tuple)) and all(isinstance(i, str) for i in raw):
+        items = list(raw)
+    else:
+        raise ConfigError(setting, "must be a comma-separated string of URL prefixes")
+    out: list[str] = []
+    for item in (i.strip() for i in items):
+        try:
+            out += [ERXES] if item.lower() == ERXES else [str(parse_prefix(item))] if item else []
+        except ValueError as exc:
+            raise ConfigError(setting, f"{exc} (use e.g. https://erxes.example.com/gateway/read-file, or "
+                                       f"'{ERXES}': erxes's file route)") from None
+    return tuple(dict.fromkeys(out))
+
+
+def _erxes_url(setting: str, raw: Any) -> str:
+    from runtime.fence import parse_prefix
+
+    text = _text(setting, raw).strip().rstrip("/")
+    try:
+        return str(parse_prefix(text)) if text else ""
+    except ValueError as exc:
+        raise ConfigError(setting, f"{exc} (erxes's address, e.g. https://erxes.example.com)") from None
+
+
 def _log_level(setting: str, raw: Any) -> str:
     return _choice("debug", "info", "warning", "error")(setting, raw).upper()
 
@@ -378,6 +425,10 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "rpc_allowed_networks": _networks,
     "rpc_token": _token,
     "max_request_bytes": _number(int, 1024, 1024 ** 3),
+    "outbound_url_allow": _allow_list,
+    "outbound_allow_loopback_http": _parse_bool,
+    "erxes_domain": _erxes_url,
+    "erxes_api_url": _erxes_url,
 }
 
 

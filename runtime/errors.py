@@ -3,7 +3,10 @@
     RuntimeFault                  base of everything the runtime raises on purpose
     ├── ConfigError               a setting is missing or wrong; start-up stops (exit status 2)
     ├── RequestError              a caller's request is malformed or names something unknown
-    │   └── MailRejected          a mail that can never be ingested as it is (no usable sender): quarantined
+    │   ├── MailRejected          a mail that can never be ingested as it is (no usable sender): quarantined
+    │   └── OutboundError         fetching a URL a caller gave failed (runtime/fence.py; the text has no query)
+    │       ├── OutboundRefused   the fence refused the URL (not public, not allowed): retrying cannot help
+    │       └── OutboundTooLarge  the answer passed the size limit
     ├── MailboxError              talking to one integration's IMAP/SMTP server failed
     │   └── AuthenticationFailed  the server refused the credentials
     ├── BrokerError               the message broker is unreachable or refused an operation
@@ -37,6 +40,19 @@ class RequestError(RuntimeFault):
 class MailRejected(RequestError):
     """The mail itself can never be ingested as it is (no usable sender address): retrying cannot help, so it is
     quarantined at once."""
+
+
+class OutboundError(RequestError):
+    """An HTTP request to a URL a caller gave (an attachment, a token endpoint) failed; the text never shows the
+    URL's query."""
+
+
+class OutboundRefused(OutboundError):
+    """The outbound fence refused the URL: not a public address and no allowed prefix, or a refused redirect."""
+
+
+class OutboundTooLarge(OutboundError):
+    """The answer to an outbound request passed its size limit."""
 
 
 class MailboxError(RuntimeFault):

@@ -134,6 +134,10 @@ def parse_details(raw: Any, *, require_password: bool = True) -> dict[str, Any]:
         out["folders"] = folders
     if "oauth" in details:
         out.update(parse_oauth(details["oauth"]))
+    if details.get("aliases") is not None:  # optional: the other addresses a reply's from may be
+        from runtime.sending import parse_aliases  # runtime.sending builds on this module
+
+        out["aliases"] = parse_aliases(details["aliases"])
     return out
 
 

@@ -20,27 +20,31 @@ that token is handed out. The provider's ``invalid_grant`` means the user's cons
 (an :class:`AuthenticationFailed`, so the mailbox goes ``unHealthy``), recorded in ``oauthRevoked`` so no attempt
 asks the endpoint again until someone signs in anew. An unreachable or failing endpoint is a plain
 :class:`MailboxError`: transient, the mailbox backs off. No token or secret is ever put in a message or a log line.
+
+The token endpoint is reached through the outbound fence (:mod:`runtime.fence`, the process's unless one is given):
+https only, public addresses only (or an allowed prefix), no redirect, one deadline; ``http://`` to loopback only
+with ``OUTBOUND_ALLOW_LOOPBACK_HTTP`` (tests). A refused endpoint is :class:`AuthenticationFailed`: retrying with
+the same settings cannot help.
 """
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import hashlib
-import http.client
 import json
 import logging
 import re
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pymongo.errors import PyMongoError
 
-from runtime.errors import AuthenticationFailed, MailboxError, RequestError, StorageError
+from runtime import fence as outbound
+from runtime.errors import (AuthenticationFailed, MailboxError, OutboundError, OutboundRefused, OutboundTooLarge,
+                            RequestError, StorageError)
 
 __all__ = ["FIELDS", "PROVIDERS", "NotSignedIn", "OAuthSettings", "TokenRevoked", "Tokens", "authorization_url",
            "exchange_code", "parse_oauth", "pkce_challenge", "store_tokens", "xoauth2"]
@@ -184,31 +188,27 @@ def xoauth2(user: str, access_token: str) -> str:
 
 
 # -- the token endpoint -----------------------------------------------------------------------------------------------
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # a redirect would resend the client secret elsewhere: answered as an error instead
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-def _post(settings: OAuthSettings, form: dict[str, str], timeout: float) -> dict[str, Any]:
-    """POST ``form`` (with the client's credentials) to the token endpoint; its JSON answer. Raises
-    :class:`MailboxError` (transient), or ``_Refused`` carrying the endpoint's OAuth error code."""
+def _post(settings: OAuthSettings, form: dict[str, str], timeout: float,
+          fence: outbound.Fence | None = None) -> dict[str, Any]:
+    """POST ``form`` (with the client's credentials) to the token endpoint, through ``fence`` (default: the
+    process's); its JSON answer. Raises :class:`MailboxError` (transient), :class:`AuthenticationFailed` (the fence
+    refuses the endpoint), or ``_Refused`` carrying the endpoint's OAuth error code. A redirect is an answer like
+    any other (never followed: it would resend the client secret elsewhere)."""
     form = {**form, "client_id": settings.client_id}
     if settings.client_secret:
         form["client_secret"] = settings.client_secret
-    request = urllib.request.Request(settings.token_url, data=urllib.parse.urlencode(form).encode("ascii"), headers={
-        "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}, method="POST")
     try:
-        try:
-            with _OPENER.open(request, timeout=timeout) as response:
-                status, body = response.status, response.read(_MAX_RESPONSE)
-        except urllib.error.HTTPError as exc:  # an answer all the same (4xx, 5xx, a refused redirect)
-            status, body = exc.code, exc.read(_MAX_RESPONSE) if exc.fp else b""
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise MailboxError(f"{settings.where} is unreachable: {reason}") from None
+        response = (fence or outbound.shared()).fetch(
+            settings.token_url, method="POST", body=urllib.parse.urlencode(form).encode("ascii"), headers={
+                "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            timeout=timeout, max_bytes=_MAX_RESPONSE, redirects=0, https_only=True, error_body=True)
+    except OutboundRefused as exc:
+        raise AuthenticationFailed(f"{settings.where}: {exc}") from None
+    except OutboundTooLarge:
+        raise MailboxError(f"{settings.where} answered more than {_MAX_RESPONSE} bytes") from None
+    except OutboundError as exc:
+        raise MailboxError(f"{settings.where} is unreachable: {exc}") from None
+    status, body = response.status, response.body
     try:
         answer = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -277,12 +277,12 @@ def _token_fields(answer: dict[str, Any], *, now: float) -> dict[str, Any]:
 
 
 def exchange_code(settings: OAuthSettings, *, code: str, redirect_uri: str, verifier: str,
-                  timeout: float) -> dict[str, Any]:
+                  timeout: float, fence: outbound.Fence | None = None) -> dict[str, Any]:
     """The authorization-code grant (with the PKCE verifier): the endpoint's answer, which must hold a refresh
     token. Raises :class:`MailboxError` saying why not."""
     try:
         answer = _post(settings, {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-                                  "code_verifier": verifier}, timeout)
+                                  "code_verifier": verifier}, timeout, fence)
     except _Refused as exc:
         raise MailboxError(f"{settings.where} refused the sign-in ({exc.words})") from None
     if not answer.get("refresh_token"):
@@ -313,11 +313,12 @@ class Tokens:
     """Access tokens of one integration, for its IMAP and SMTP logins. Thread-safe."""
 
     def __init__(self, inbox_id: str, storage: Any, *, timeout: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, fence: outbound.Fence | None = None) -> None:
         self.inbox_id = inbox_id
         self._storage = storage
         self._timeout = timeout
         self._clock = clock
+        self._fence = fence  # None: the process's (runtime.fence.shared), read at each refresh
 
     def access_token(self, rejected: str | None = None) -> str:
         """A fresh access token. ``rejected``: the server refused this one, get another (unless someone else
@@ -352,7 +353,7 @@ class Tokens:
         if settings.scope:
             form["scope"] = settings.scope
         try:
-            answer = _post(settings, form, self._timeout)
+            answer = _post(settings, form, self._timeout, self._fence)
         except _Refused as exc:
             if exc.code == "invalid_grant":
                 reason = (f"the refresh token was revoked; sign in again at {settings.sign_in} ({settings.where} "

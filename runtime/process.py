@@ -31,6 +31,7 @@ from runtime.broker.enabled import EnabledServices
 from runtime.broker.http import HttpRpcClient
 from runtime.config import Config
 from runtime.erxes import ErxesClient
+from runtime.fence import Fence, install as install_fence
 from runtime.imap import connect
 from runtime.leases import Leases, SoleOwner, Timings
 from runtime.procedures import ImapProcedures
@@ -72,12 +73,15 @@ class Runtime:
     _rpc_executor: concurrent.futures.ThreadPoolExecutor | None = None
     _probe: Probe | None = None
     ownership: Leases | SoleOwner | None = None
+    _fence_before: Fence | None = None
 
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
 
     def start(self) -> None:
+        fence = Fence.from_config(self.config)  # the OAuth2 token refresh deep in the IMAP settings uses it too
+        self._fence_before = install_fence(fence)
         self.tenants = start_tenants(self.config)
         self.storage = self.tenants.facade()
         self.broker = start_broker(self.config, self.tenants)
@@ -98,7 +102,8 @@ class Runtime:
         # procedures, registration) must not wait for it or time out on it. The supervisor logs how many started.
         self.supervisor.start_all()
         sender = MailSender(storage=self.storage, erxes=erxes, supervisor=self.supervisor, config=self.config,
-                            imap_factory=self.imap_factory, max_attachment_bytes=self.config.max_mail_bytes)
+                            imap_factory=self.imap_factory, max_attachment_bytes=self.config.max_mail_bytes,
+                            fence=fence)
         procedures = ImapProcedures(storage=self.storage, supervisor=self.supervisor, sender=sender,
                                     timeout=ASK_TIMEOUT, on_tenant=self.tenants.remember, ownership=self.ownership)
         rpc_table = per_tenant(self.tenants, procedures.rpc_procedures())
@@ -146,6 +151,7 @@ class Runtime:
             self.ownership.leave()  # every mailbox and the pipeline stopped: others may take over at once
         if self.tenants is not None:
             self.tenants.close()
+        install_fence(self._fence_before)
 
     def _spawn(self, ref: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
         self._actors.append(ref)

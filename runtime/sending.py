@@ -11,22 +11,17 @@ mail (:mod:`runtime.mailbuild`), submits it (:mod:`runtime.smtp`) and, after a s
 4. ``shouldResolve``/``shouldOpen`` change the conversation's status.
 
 Everything that can be checked is checked before anything is sent: the arguments, the integration and its SMTP
-settings, the replied message, the attachments (fetched or decoded, within the size limit). A failed send raises
-(the SMTP server's reason in the message, never the password) and leaves nothing behind.
+settings, that ``from`` is the integration's address or one of its ``aliases``, the replied message, the
+attachments (decoded, or fetched through the outbound fence, :mod:`runtime.fence`, within the size limit). A failed
+send raises (the SMTP server's reason in the message, never the password) and leaves nothing behind.
 """
 from __future__ import annotations
 
 import base64
 import binascii
-import http.client
 import logging
 import mimetypes
 import re
-import ssl
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -35,7 +30,8 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from runtime import smtp
-from runtime.errors import MailboxError, RequestError
+from runtime.errors import MailboxError, OutboundTooLarge, RequestError
+from runtime.fence import Fence
 from runtime.imap import ImapSettings, connect
 from runtime.mailbuild import (Attachment, Outgoing, build, normalize_message_id, parse_addresses, reply_subject,
                                thread_references)
@@ -43,12 +39,12 @@ from runtime.mailparse import parse_mail
 from runtime.tenants import current
 from runtime.storage import DONE, utcnow
 
-__all__ = ["MailSender", "DEFAULT_MAX_ATTACHMENT_BYTES", "appended_uid"]
+__all__ = ["MailSender", "DEFAULT_MAX_ATTACHMENT_BYTES", "appended_uid", "parse_aliases"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
-_CHUNK = 64 * 1024
+_MAX_ALIASES = 100
 
 
 @dataclass(frozen=True)
@@ -109,7 +105,7 @@ class MailSender:
     def __init__(self, *, storage: Any, erxes: Any, supervisor: Any, config: Any,
                  imap_factory: Callable[[ImapSettings], Any] = connect,
                  max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES, timeout: float | None = None,
-                 smtp_send: Callable[..., smtp.SendResult] = smtp.send) -> None:
+                 smtp_send: Callable[..., smtp.SendResult] = smtp.send, fence: Fence | None = None) -> None:
         self._storage = storage
         self._erxes = erxes
         self._supervisor = supervisor
@@ -118,7 +114,7 @@ class MailSender:
         self._max_bytes = max_attachment_bytes
         self._timeout = float(timeout if timeout is not None else config.imap_timeout_seconds)
         self._smtp_send = smtp_send
-        self._opener = _http_opener()
+        self._fence = fence or Fence.from_config(config)
 
     def send(self, subdomain: str, args: dict[str, Any]) -> dict[str, Any]:
         request = _Request.parse(args)
@@ -132,11 +128,12 @@ class MailSender:
         sender = request.sender or ("", own)
         if "@" not in sender[1]:
             raise RequestError(f"integration {inbox_id} has no sender address (user {own!r}): give from")
+        _check_sender(sender[1], own, integration.get("aliases"), inbox_id)
         built = build(Outgoing(
             sender=sender, to=request.to, cc=request.cc, bcc=request.bcc, reply_to=request.reply_to,
             subject=reply_subject(request.subject) if reply_id else request.subject, html=request.body,
             runtime_id=inbox_id, in_reply_to=reply_id, references=references,
-            attachments=self._attachments(request.attachments), envelope_from=own if "@" in own else None))
+            attachments=self._attachments(request.attachments, subdomain), envelope_from=own if "@" in own else None))
 
         try:
             result = self._smtp_send(settings, sender=built.envelope_from, recipients=built.recipients,
@@ -175,6 +172,10 @@ class MailSender:
             doc = self._storage.get_integration(request.integration_id)
             if doc is not None:
                 return doc
+        if request.sender:  # one of an integration's aliases (the check of from then lets it through)
+            doc = self._storage.find_integration({"aliases": request.sender[1].strip().lower()})
+            if doc is not None:
+                return doc
         wanted = " or ".join(filter(None, [request.sender and f"from {request.sender[1]}",
                                            request.integration_id and f"integrationId {request.integration_id}"]))
         raise RequestError(f"no IMAP integration found for {wanted or 'the mail (give from or integrationId)'}")
@@ -196,7 +197,7 @@ class MailSender:
                 raise RequestError(f"{name} {value!r} is neither a Message-ID nor a message of this integration")
         return None, None
 
-    def _attachments(self, items: list[Any]) -> list[Attachment]:
+    def _attachments(self, items: list[Any], subdomain: str) -> list[Attachment]:
         """Decode or fetch every attachment, stopping as soon as they pass the size limit (before any sending)."""
         out: list[Attachment] = []
         budget = self._max_bytes
@@ -208,7 +209,7 @@ class MailSender:
             if item.get("data") not in (None, ""):
                 data = self._decode(item["data"], filename, budget)
             elif item.get("url"):
-                data = self._fetch(item["url"], filename, budget)
+                data = self._fetch(item["url"], filename, budget, subdomain)
             else:
                 raise RequestError(f"attachment {filename!r} has neither data (base64) nor url")
             budget -= len(data)
@@ -235,36 +236,19 @@ class MailSender:
             raise self._too_big(filename)
         return decoded
 
-    def _fetch(self, url: Any, filename: str, budget: int) -> bytes:
-        """GET an http(s) URL with timeouts, streaming against the size limit; never a file path."""
-        parts = urllib.parse.urlsplit(url if isinstance(url, str) else "")
-        shown = f"{parts.scheme}://{parts.netloc}{parts.path}"  # no query: it may carry a signed token
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise RequestError(f"attachment {filename!r}: url must be an http or https URL")
-        deadline = time.monotonic() + 4 * self._timeout
-        chunks: list[bytes] = []
-        total = 0
+    def _fetch(self, url: Any, filename: str, budget: int, subdomain: str) -> bytes:
+        """GET an http(s) URL through the outbound fence: an allowed prefix or public addresses only, every redirect
+        checked, one deadline for all of it, streamed against the size limit; never a file path."""
         try:
-            with self._opener.open(urllib.request.Request(url, headers={"User-Agent": "imap-runtime"}),
-                                   timeout=self._timeout) as response:
-                length = response.headers.get("Content-Length")
-                if length and length.strip().isdigit() and int(length) > budget:
-                    raise self._too_big(filename)
-                while chunk := response.read(_CHUNK):
-                    total += len(chunk)
-                    if total > budget:
-                        raise self._too_big(filename)
-                    if time.monotonic() > deadline:
-                        raise RequestError(f"attachment {filename!r}: {shown} is too slow to download")
-                    chunks.append(chunk)
-        except urllib.error.HTTPError as exc:
-            raise RequestError(f"attachment {filename!r}: {shown} answered {exc.code} {exc.reason}") from None
-        except urllib.error.URLError as exc:
-            raise RequestError(f"attachment {filename!r}: cannot fetch {shown}: {exc.reason}") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise RequestError(f"attachment {filename!r}: cannot fetch {shown}: {exc or type(exc).__name__}") \
-                from None
-        return b"".join(chunks)
+            response = self._fence.fetch(url, timeout=4 * self._timeout, max_bytes=budget, subdomain=subdomain)
+        except OutboundTooLarge:
+            raise self._too_big(filename) from None
+        except RequestError as exc:  # the fence's texts never show the query: it may carry a signed key
+            raise RequestError(f"attachment {filename!r}: {exc}") from None
+        if response.status != 200:
+            raise RequestError(f"attachment {filename!r}: {response.url} answered {response.status} "
+                               f"{response.reason}")
+        return response.body
 
     # -- after sending (nothing raises) -----------------------------------------------------------------------------
     def _thread(self, subdomain: str, inbox_id: str, request: _Request, parent: dict[str, Any] | None,
@@ -396,24 +380,26 @@ class MailSender:
                                   inbox_id=inbox_id)
 
 
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    max_redirections = 5
+def parse_aliases(raw: Any) -> list[str]:
+    """``doc.data.aliases``: the other addresses the integration may send as (``from``), lower-cased."""
+    if not isinstance(raw, list) or len(raw) > _MAX_ALIASES or not all(isinstance(a, str) for a in raw):
+        raise RequestError(f"doc.data.aliases must be a list of at most {_MAX_ALIASES} e-mail addresses")
+    out: list[str] = []
+    for text in raw:
+        found = parse_addresses(text, "doc.data.aliases")
+        if len(found) != 1 or found[0][0]:
+            raise RequestError(f"doc.data.aliases: {text!r} is not one bare e-mail address")
+        out.append(found[0][1].lower())
+    return list(dict.fromkeys(out))
 
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
-        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
-            raise urllib.error.URLError("redirected to a URL that is not http or https")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
-
-def _http_opener() -> urllib.request.OpenerDirector:
-    """An opener for http and https only (no file:, ftp: or data: handlers), certificates verified."""
-    opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), urllib.request.HTTPHandler(),
-                    urllib.request.HTTPSHandler(context=ssl.create_default_context()),
-                    urllib.request.HTTPDefaultErrorHandler(), _HttpOnlyRedirects(),
-                    urllib.request.HTTPErrorProcessor()):
-        opener.add_handler(handler)
-    return opener
+def _check_sender(address: str, own: str, aliases: Any, inbox_id: str) -> None:
+    """``from`` must be the integration's own address (``user``) or one of its ``aliases``: anything else would
+    let any logged-in user send as anyone through the company's mail server."""
+    allowed = {own.lower(), *(str(a).lower() for a in (aliases if isinstance(aliases, list) else []))}
+    if address.strip().lower() not in allowed:
+        raise RequestError(f"from {address} is neither the address of integration {inbox_id} ({own}) nor one of "
+                           f"its aliases (doc.data.aliases): nothing was sent")
 
 
 def appended_uid(response: Any) -> int | None:

@@ -19,13 +19,14 @@ import pytest
 from bson import json_util
 from pymongo.errors import AutoReconnect
 
+from runtime import fence
 from runtime.errors import AuthenticationFailed, MailboxError
 from runtime.imap import ImapSettings, connect, parse_details
 from runtime.oauth import NotSignedIn, TokenRevoked, Tokens
 from runtime.sealing import PREFIX, Sealer, new_key
 from runtime.storage import Storage
 from tests.conftest import MailServer, make_mail, wait_for
-from tests.e2e import Caller, free_port
+from tests.e2e import Caller, free_port, runtime_config
 from tests.oauthserver import OAuthServer
 from tests.secretscan import register_secret
 
@@ -38,6 +39,15 @@ def oauth(services: dict[str, str]) -> Iterator[OAuthServer]:
     server = OAuthServer(int(services["OAUTH_PORT"]), on_secret=register_secret).start()
     yield server
     server.close()
+
+
+@pytest.fixture(autouse=True)
+def tests_fence(services: dict[str, str], mongo_url: str) -> Iterator[None]:
+    """The process's outbound fence as the tests' configuration has it (OUTBOUND_ALLOW_LOOPBACK_HTTP on: the
+    authorization server is on 127.0.0.1), for the tests that use the token module without a runtime."""
+    previous = fence.install(fence.Fence.from_config(runtime_config(services, mongo_url=mongo_url, prefix="")))
+    yield
+    fence.install(previous)
 
 
 @pytest.fixture
@@ -201,6 +211,22 @@ def test_endpoint_trouble_is_transient_and_a_wrong_client_is_not(storage, oauth)
     storage.update_integration_fields("inbox-t", {"oauthRefreshToken": None})
     with pytest.raises(NotSignedIn, match="sign in at /login"):
         Tokens("inbox-t", storage, timeout=5).access_token()
+
+
+def test_a_loopback_token_endpoint_is_refused_without_the_loopback_setting(storage, oauth, services, mongo_url):
+    saved(storage, oauth, "fay")
+    production = fence.Fence.from_config(runtime_config(services, mongo_url=mongo_url, prefix="",
+                                                        outbound_allow_loopback_http=False))
+    with pytest.raises(AuthenticationFailed, match=r"must be https:// \(http:// only to a loopback address, with "
+                                                   r"OUTBOUND_ALLOW_LOOPBACK_HTTP, for tests\)") as refused:
+        Tokens("inbox-t", storage, timeout=5, fence=production).access_token()
+    assert not isinstance(refused.value, TokenRevoked)
+    fence.install(production)  # the process's fence, which the mailboxes' token sources use
+    settings = ImapSettings.from_integration(storage.get_integration("inbox-t"), 5, storage=storage)
+    with pytest.raises(AuthenticationFailed, match="OUTBOUND_ALLOW_LOOPBACK_HTTP"):
+        connect(settings)
+    assert sum(oauth.token_requests.values()) == 0  # the endpoint never heard of it
+    assert storage.get_integration("inbox-t").get("oauthRevoked") is None
 
 
 def test_imap_login_refused_for_an_expired_token_refreshes_once_and_succeeds(storage, oauth, mailserver):

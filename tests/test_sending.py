@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,8 +20,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from runtime.errors import AuthenticationFailed, MailboxError, RequestError
+from runtime.errors import AuthenticationFailed, MailboxError, OutboundError, OutboundTooLarge, RequestError
 from runtime.erxes import ErxesClient
+from runtime.fence import Fence
 from runtime.process import Runtime
 from runtime.sending import MailSender
 from runtime.smtp import SmtpRefused
@@ -434,3 +436,210 @@ def test_a_silent_server_times_out(plain_storage, cfg):
     with pytest.raises(MailboxError, match="cannot connect"):
         local_sender(plain_storage, cfg, free_port()).send("os", ARGS)
     assert plain_storage.messages.count_documents({}) == 0
+
+
+# --------------------------------------------------------------------------------- the outbound fence (issue 12)
+
+class _Seen(http.server.BaseHTTPRequestHandler):
+    """A server that records every request it gets; ``routes`` (path -> handler) answers, else 200 with a blob."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.server.requests.append(self.path)  # type: ignore[attr-defined]
+        self.server.hosts.append(self.headers.get("Host"))  # type: ignore[attr-defined]
+        route = self.server.routes.get(self.path.split("?")[0])  # type: ignore[attr-defined]
+        if route is not None:
+            route(self)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(_Files.blob)))
+        self.end_headers()
+        self.wfile.write(_Files.blob)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class SeenServer:
+    def __init__(self, routes: dict[str, Any] | None = None, tls: ssl.SSLContext | None = None) -> None:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Seen)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd.requests = []  # type: ignore[attr-defined]
+        self.httpd.hosts = []  # type: ignore[attr-defined]
+        self.httpd.routes = routes or {}  # type: ignore[attr-defined]
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def requests(self) -> list[str]:
+        return list(self.httpd.requests)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def smtp_recorder() -> Iterator[tuple[_Recorder, int]]:
+    recorder = _Recorder()
+    port = free_port()
+    server = Controller(recorder, hostname="127.0.0.1", port=port, authenticator=_login, auth_require_tls=False)
+    server.start()
+    yield recorder, port
+    server.stop()
+
+
+@pytest.fixture
+def fenced(services: dict[str, str], mongo_url: str) -> Any:
+    """The configuration as production has it: loopback is not let through."""
+    return runtime_config(services, mongo_url=mongo_url, prefix="", outbound_allow_loopback_http=False)
+
+
+def test_attachment_urls_to_loopback_and_private_addresses_are_refused_unread(plain_storage, fenced, smtp_recorder):
+    recorder, port = smtp_recorder
+    inner = SeenServer()  # "the metadata service": the runtime must never reach it
+    try:
+        sender = local_sender(plain_storage, fenced, port, smtpTls="none")
+        for url in (f"{inner.url}/latest/meta-data?key=signed-secret", f"http://localhost:{inner.port}/x",
+                    f"http://2130706433:{inner.port}/x", f"http://0x7f.1:{inner.port}/x",
+                    f"http://[::ffff:127.0.0.1]:{inner.port}/x", f"http://0:{inner.port}/x",
+                    "http://169.254.169.254/latest/meta-data/", "http://10.255.255.1/x"):
+            with pytest.raises(RequestError, match="is refused: .* non-public address") as refused:
+                sender.send("os", {**ARGS, "attachments": [{"name": "a.bin", "url": url}]})
+            assert "signed-secret" not in str(refused.value) and str(refused.value).startswith("attachment 'a.bin'")
+        assert inner.requests == [] and recorder.envelopes == []
+        assert plain_storage.messages.count_documents({}) == 0
+    finally:
+        inner.close()
+
+
+def test_an_allowed_prefix_is_fetched_and_its_redirects_are_checked_again(plain_storage, fenced, smtp_recorder):
+    recorder, port = smtp_recorder
+    inner = SeenServer()
+
+    def to_inner(handler: Any, location: str) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        handler.end_headers()
+
+    allowed = SeenServer({
+        "/files/to-inner": lambda h: to_inner(h, f"{inner.url}/secret?key=k"),
+        "/files/to-localhost": lambda h: to_inner(h, f"http://localhost:{inner.port}/secret"),
+        "/files/to-blob": lambda h: to_inner(h, "/files/blob"),  # a hop inside the prefix: followed
+        "/files/loop": lambda h: to_inner(h, "/files/loop")})
+    try:
+        config = fenced.with_overrides(outbound_url_allow=f"{allowed.url}/files")
+        sender = local_sender(plain_storage, config, port, smtpTls="none")
+        sender.send("os", {**ARGS, "attachments": [{"name": "a.bin", "url": f"{allowed.url}/files/blob?key=k"},
+                                                   {"name": "b.bin", "url": f"{allowed.url}/files/to-blob"}]})
+        got = email.message_from_bytes(recorder.envelopes[0].original_content, policy=email.policy.default)
+        assert [p.get_payload(decode=True) for p in got.iter_attachments()] == [_Files.blob, _Files.blob]
+
+        for path in ("/files/to-inner", "/files/to-localhost"):
+            with pytest.raises(RequestError, match="redirected to a URL that is refused: .*loopback"):
+                sender.send("os", {**ARGS, "attachments": [{"name": "c", "url": f"{allowed.url}{path}"}]})
+        with pytest.raises(RequestError, match="redirected more than 5 times"):
+            sender.send("os", {**ARGS, "attachments": [{"name": "c", "url": f"{allowed.url}/files/loop"}]})
+        for outside in (f"{allowed.url}/other", f"{allowed.url}/files/../other", f"{allowed.url}/filesx"):
+            with pytest.raises(RequestError, match="non-public address"):
+                sender.send("os", {**ARGS, "attachments": [{"name": "c", "url": outside}]})
+        assert inner.requests == []
+        assert not any(p.startswith(("/other", "/filesx", "/files/../")) for p in allowed.requests)
+        assert len(recorder.envelopes) == 1
+    finally:
+        inner.close()
+        allowed.close()
+
+
+def test_the_connection_goes_to_the_checked_address_and_keeps_the_host_name(services):
+    asked: list[str] = []
+
+    def resolve(host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:  # a name only this "DNS" knows
+        asked.append(host)
+        return [(socket.AF_INET, ("127.0.0.1", port))]
+
+    cert_dir = Path(services["CA_CERT"]).parent  # its certificate names localhost and 127.0.0.1
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_dir / "cert.pem", cert_dir / "key.pem")
+    sni: list[str | None] = []
+    server_tls.sni_callback = lambda sock, name, context: sni.append(name)
+    client_tls = ssl.create_default_context(cafile=str(cert_dir / "cert.pem"))
+    outside = Fence(resolve=resolve, allow_loopback=True, context=client_tls)
+    plain, secure = SeenServer(), SeenServer(tls=server_tls)
+    try:
+        got = outside.fetch(f"http://files.fence.test:{plain.port}/blob?key=k", timeout=5, max_bytes=10_000)
+        assert (got.status, got.body, got.url) == (200, _Files.blob, f"http://files.fence.test:{plain.port}/blob")
+        assert plain.requests == ["/blob?key=k"] and plain.httpd.hosts == [f"files.fence.test:{plain.port}"]
+        assert outside.fetch(f"https://localhost:{secure.port}/x", timeout=5, max_bytes=10_000).body == _Files.blob
+        assert sni == ["localhost"] and secure.httpd.hosts == [f"localhost:{secure.port}"]
+        with pytest.raises(OutboundError, match="certificate verify failed .*Hostname mismatch"):
+            outside.fetch(f"https://files.fence.test:{secure.port}/x", timeout=5, max_bytes=10_000)
+        assert sni[-1] == "files.fence.test" and len(secure.requests) == 1  # checked against the name, not the IP
+        assert asked == ["files.fence.test", "localhost", "files.fence.test"]  # once per fetch, then its answer
+        with pytest.raises(OutboundTooLarge, match="answered more than 100 bytes"):
+            outside.fetch(f"http://files.fence.test:{plain.port}/blob", timeout=5, max_bytes=100)
+    finally:
+        plain.close()
+        secure.close()
+
+
+def _trickle(handler: Any, *, headers_too: bool) -> None:
+    """One byte every 0.5 s, for up to 30 s: each read alone is quick, the whole is not."""
+    head = b"HTTP/1.0 200 OK\r\nContent-Length: 1000\r\n\r\n"
+    if not headers_too:
+        handler.wfile.write(head)
+        head = b""
+    try:
+        for byte in head + b"x" * 60:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+            time.sleep(0.5)
+    except OSError:  # the runtime gave up and closed
+        pass
+
+
+def test_a_trickling_server_cannot_hold_a_download_past_its_deadline(plain_storage, cfg, smtp_recorder):
+    recorder, port = smtp_recorder
+    slow = SeenServer({"/body": lambda h: _trickle(h, headers_too=False),
+                       "/headers": lambda h: _trickle(h, headers_too=True)})
+    try:
+        sender = local_sender(plain_storage, cfg, port, smtpTls="none", timeout=1.0)  # the deadline: 4 s
+        for path in ("/body", "/headers"):
+            started = time.monotonic()
+            with pytest.raises(RequestError, match="too slow to download"):
+                sender.send("os", {**ARGS, "attachments": [{"name": "slow", "url": f"{slow.url}{path}"}]})
+            assert time.monotonic() - started < 8, path  # the deadline, not the server's 30 s
+        assert slow.requests == ["/body", "/headers"] and recorder.envelopes == []
+    finally:
+        slow.close()
+
+
+def test_from_must_be_the_integrations_address_or_one_of_its_aliases(plain_storage, cfg, smtp_recorder):
+    from runtime.imap import parse_details
+
+    recorder, port = smtp_recorder
+    sender = local_sender(plain_storage, cfg, port, smtpTls="none", aliases=["sales@shop.example", "help@shop.example"])
+    for stranger in ("ceo@bank.example", "Me <me@shop.example.evil>", "sales@shop.example.com"):
+        with pytest.raises(RequestError, match="is neither the address of integration inbox-l .me@shop.example. "
+                                               "nor one of its aliases"):
+            sender.send("os", {**ARGS, "from": stranger, "integrationId": "inbox-l"})
+    assert recorder.envelopes == [] and plain_storage.messages.count_documents({}) == 0
+
+    for given in ("me@shop.example", "Me <ME@shop.example>", "Sales Team <sales@shop.example>", None):
+        sender.send("os", {**ARGS, "from": given, "integrationId": "inbox-l"})
+    sender.send("os", {**ARGS, "from": "help@shop.example"})  # found by its alias, without integrationId
+    froms = [email.message_from_bytes(e.original_content, policy=email.policy.default)["From"]
+             for e in recorder.envelopes]
+    assert froms == ["me@shop.example", "Me <ME@shop.example>", "Sales Team <sales@shop.example>",
+                     "me@shop.example", "help@shop.example"]
+    assert {e.mail_from for e in recorder.envelopes} == {"me@shop.example"}  # the envelope: the mailbox's own
+    details = {"host": "127.0.0.1", "user": "me@shop.example", "password": "s3cret-pw"}
+    assert parse_details({**details, "aliases": ["Sales@Shop.example", " help@shop.example", "sales@shop.example"]}
+                         )["aliases"] == ["sales@shop.example", "help@shop.example"]
+    for bad in ("sales", ["Sales <sales@shop.example>"], ["a@b.example, c@d.example"], [42], "x" * 3):
+        with pytest.raises(RequestError, match="doc.data.aliases"):
+            parse_details({**details, "aliases": bad})

@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "rpc_allowed_networks": "private",
     "rpc_token": "",
     "max_request_bytes": 15 * 1024 * 1024,
+    "node_env": "development",
 }
 
 # Environment variable -> Config field. erxes's names first, then ours.
@@ -90,6 +91,7 @@ ENV_SETTINGS: dict[str, str] = {
     "RPC_ALLOWED_NETWORKS": "rpc_allowed_networks",
     "RPC_TOKEN": "rpc_token",
     "MAX_REQUEST_BYTES": "max_request_bytes",
+    "NODE_ENV": "node_env",
 }
 
 # What ``private`` means in RPC_ALLOWED_NETWORKS: loopback and the private ranges (RFC 1918, IPv6 unique local),
@@ -139,6 +141,7 @@ class Config:
     rpc_allowed_networks: tuple[str, ...] = PRIVATE_NETWORKS  # CIDRs allowed to call POST /rpc/<procedure>
     rpc_token: str = field(default="", repr=False)  # when set, POST /rpc needs "Authorization: Bearer <token>"
     max_request_bytes: int = 15 * 1024 * 1024  # request body limit of every route but /receive (max_mail_bytes)
+    node_env: str = "development"  # erxes's NODE_ENV; "production" refuses to start without SECRET_KEYS
 
     @property
     def rpc_timeout(self) -> float:
@@ -378,9 +381,15 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "rpc_allowed_networks": _networks,
     "rpc_token": _token,
     "max_request_bytes": _number(int, 1024, 1024 ** 3),
+    "node_env": lambda setting, raw: _text(setting, raw).strip().lower(),
 }
 
 
 def _validated(values: dict[str, Any]) -> Config:
     checked = {key: check(_setting_name(key), values[key]) for key, check in _CHECKS.items()}
+    if checked["node_env"] == "production" and not checked["secret_keys"]:
+        # never seal real mailbox passwords with the public development key
+        raise ConfigError(_setting_name("secret_keys"), "is required with NODE_ENV=production (without it the "
+                                                        "public development key would seal the mailbox passwords); "
+                                                        "python -m runtime.admin new-key makes one")
     return Config(**checked)

@@ -75,8 +75,10 @@ class Storage:
     """Thin, typed access to the runtime's collections. Thread-safe (pymongo clients are)."""
 
     def __init__(self, mongo_url: str, *, database: str | None = None, timeout_ms: int = 10000,
-                 client: pymongo.MongoClient | None = None, sealer: Sealer | None = None) -> None:
+                 client: pymongo.MongoClient | None = None, sealer: Sealer | None = None,
+                 tenant: str = "os") -> None:
         self.sealer = sealer
+        self.tenant = tenant  # bound into every sealed value's associated data
         self._client = client or pymongo.MongoClient(
             mongo_url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
             socketTimeoutMS=max(timeout_ms, 30000), tz_aware=True, appname="imap-runtime")
@@ -158,19 +160,48 @@ class Storage:
                 found.append({**{k: v for k, v in doc.items() if k not in SECRET_FIELDS}, "sealError": str(exc)})
         return found
 
+    def _contexts(self, field: str, inbox_id: Any) -> tuple[str, str]:
+        """The associated data of a sealed value: field, tenant and integration; then the form before the tenant was
+        bound in (issue 12), still read, resealed at once."""
+        return f"{field}:{self.tenant}:{inbox_id}", f"{field}:{inbox_id}"
+
     def _seal(self, field: str, inbox_id: str, value: Any) -> Any:
         if self.sealer is None or not isinstance(value, str) or not value or is_sealed(value):
             return value
-        return self.sealer.seal(value, context=f"{field}:{inbox_id}")
+        return self.sealer.seal(value, context=self._contexts(field, inbox_id)[0])
+
+    def _unseal(self, field: str, inbox_id: Any, value: str) -> tuple[str, bool]:
+        """The plain text, and whether it was sealed with the legacy associated data."""
+        assert self.sealer is not None
+        plain, index = self.sealer.unseal_with(value, contexts=self._contexts(field, inbox_id))
+        return plain, index > 0
 
     def _open(self, doc: Any) -> Any:
-        """``doc`` with its secrets unsealed (a copy); None stays None."""
+        """``doc`` with its secrets unsealed (a copy); None stays None. A secret sealed with the legacy associated
+        data (no tenant) is sealed again with the current one at once."""
         if doc is None or not any(is_sealed(doc.get(f)) for f in SECRET_FIELDS):
             return doc
         if self.sealer is None:
             raise StorageError(f"integration {doc.get('inboxId')} has sealed secrets and no SECRET_KEYS are given")
-        return {**doc, **{f: self.sealer.unseal(doc[f], context=f"{f}:{doc.get('inboxId')}")
-                          for f in SECRET_FIELDS if is_sealed(doc.get(f))}}
+        inbox_id = doc.get("inboxId")
+        plain: dict[str, Any] = {}
+        legacy: dict[str, str] = {}
+        for f in SECRET_FIELDS:
+            if is_sealed(doc.get(f)):
+                plain[f], old = self._unseal(f, inbox_id, doc[f])
+                if old:
+                    legacy[f] = doc[f]
+        if legacy and "_id" in doc:
+            self._reseal_legacy(doc["_id"], inbox_id, legacy, plain)
+        return {**doc, **plain}
+
+    def _reseal_legacy(self, oid: Any, inbox_id: Any, legacy: dict[str, str], plain: dict[str, Any]) -> None:
+        """Seal ``legacy`` values again with the tenant bound in; only if they are still the ones read."""
+        new = {f: self._seal(f, inbox_id, plain[f]) for f in legacy}
+        try:
+            self.integrations.update_one({"_id": oid, **legacy}, {"$set": new})
+        except PyMongoError as exc:  # read again (and resealed) next time
+            logger.warning("Integration %s: cannot reseal its secrets yet (MongoDB: %s)", inbox_id, exc)
 
     def reseal_integrations(self) -> tuple[int, int, list[str]]:
         """Seal every secret with the first key: plain ones (erxes's records) and ones sealed with an older key.
@@ -182,14 +213,14 @@ class Storage:
         failed: list[str] = []
         for doc in self.integrations.find({}, projection={"inboxId": 1, **{f: 1 for f in SECRET_FIELDS}}):
             inbox_id = doc.get("inboxId")
-            old = {f: doc[f] for f in SECRET_FIELDS if isinstance(doc.get(f), str) and doc[f]
-                   and not self.sealer.is_current(doc[f])}
-            if not old:
-                current += 1
-                continue
             try:
-                new = {f: self.sealer.seal(self.sealer.unseal(v, context=f"{f}:{inbox_id}"),
-                                           context=f"{f}:{inbox_id}") for f, v in old.items()}
+                opened = {f: self._unseal(f, inbox_id, doc[f]) for f in SECRET_FIELDS
+                          if isinstance(doc.get(f), str) and doc[f]}
+                old = {f: doc[f] for f, (_, legacy) in opened.items() if legacy or not self.sealer.is_current(doc[f])}
+                if not old:
+                    current += 1
+                    continue
+                new = {f: self.sealer.seal(opened[f][0], context=self._contexts(f, inbox_id)[0]) for f in old}
             except StorageError as exc:
                 logger.warning("Integration %s: %s", inbox_id, exc)
                 failed.append(str(inbox_id))

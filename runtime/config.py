@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "idle_watchdog_seconds": 55,
     "imap_timeout_seconds": 30,
     "fetch_batch": 50,
+    "fetch_batch_bytes": 32 * 1024 * 1024,
     "max_inflight": 200,
     "pipeline_lanes": 4,
     "max_mail_bytes": 25 * 1024 * 1024,
@@ -121,6 +122,7 @@ class Config:
     idle_watchdog_seconds: float
     imap_timeout_seconds: float
     fetch_batch: int
+    fetch_batch_bytes: int
     max_inflight: int
     pipeline_lanes: int
     max_mail_bytes: int
@@ -361,6 +363,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "idle_watchdog_seconds": _number(float, 1, 1740),
     "imap_timeout_seconds": _number(float, 1, 600),
     "fetch_batch": _number(int, 1, 1000),
+    "fetch_batch_bytes": _number(int, 0, 1024 ** 3),  # 0: by count only (fetch_batch), as before issue 12
     "max_inflight": _number(int, 1, 100000),
     "pipeline_lanes": _number(int, 1, 64),
     "max_mail_bytes": _number(int, 1024),

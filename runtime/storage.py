@@ -28,10 +28,11 @@ import re
 import secrets
 from typing import Any, Iterable
 
+import bson
 import pymongo
 from bson import Binary, ObjectId
 from bson.errors import InvalidId
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, DocumentTooLarge, PyMongoError
 
 from runtime.errors import StorageError
 from runtime.pipeline import pick_thread
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 PENDING, STORED, DONE = "pending", "stored", "done"
 DUPLICATE_KEY = 11000
 MAX_RAW_IN_DOCUMENT = 15 * 1024 * 1024  # MongoDB documents hold 16 MiB
+MAX_DOCUMENT = 16 * 1024 * 1024  # MongoDB's limit on one document (BSON bytes)
+TOO_LARGE_CODES = {10334, 17419, 17420}  # the server's "object to insert too large" (BSONObjectTooLarge)
 SECRET_FIELDS = ("password", "webhookSecret", "oauthClientSecret", "oauthRefreshToken", "oauthAccessToken")
 
 
@@ -54,6 +57,16 @@ def _duplicates_only(exc: BulkWriteError) -> set[int]:
     if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
         raise exc
     return {int(e["index"]) for e in errors}
+
+
+def _write_errors(exc: BulkWriteError) -> tuple[set[int], set[int]]:
+    """The indexes an ``insert_many(ordered=False)`` found stored already and the ones too large for a document;
+    re-raises ``exc`` when anything else failed."""
+    errors = exc.details.get("writeErrors") or []
+    if not errors or any(e.get("code") not in (DUPLICATE_KEY, *TOO_LARGE_CODES) for e in errors):
+        raise exc
+    return ({int(e["index"]) for e in errors if e.get("code") == DUPLICATE_KEY},
+            {int(e["index"]) for e in errors if e.get("code") in TOO_LARGE_CODES})
 
 
 def _by_message_id(collection: Any, inbox_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -324,19 +337,33 @@ class Storage:
             _duplicates_only(exc)
         return self.find_intents(docs[0]["inboxIntegrationId"], [doc["messageId"] for doc in docs])
 
-    def store_messages(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def store_messages(self, docs: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
         """Insert message documents, each once its conversation call is done (``ingestState: done``, the
         conversation id set: a message document is written once); returns the stored documents in order, the
-        earlier one for a Message-ID stored meanwhile (another node, erxes's own plugin)."""
+        earlier one for a Message-ID stored meanwhile (another node, erxes's own plugin), and None for a document
+        over MongoDB's 16 MiB: it fails alone (the server's write error, or pymongo's ``DocumentTooLarge``, which
+        is no ``PyMongoError``), the others are stored."""
         if not docs:
             return []
         try:
             self.messages.insert_many(docs, ordered=False)
-            return docs
+            return list(docs)
         except BulkWriteError as exc:
-            duplicates = _duplicates_only(exc)
-        stored = []
+            duplicates, too_large = _write_errors(exc)
+        except DocumentTooLarge:  # pymongo refused before sending (some earlier batches may be written)
+            too_large = {i for i, doc in enumerate(docs) if len(bson.encode(doc)) > MAX_DOCUMENT}
+            if not too_large:
+                raise
+            rest = iter(self.store_messages([doc for i, doc in enumerate(docs) if i not in too_large]))
+            return [None if i in too_large else next(rest) for i in range(len(docs))]
+        for i in too_large:
+            logger.warning("Message %s of %s: its document is over MongoDB's %d bytes; not stored",
+                           docs[i].get("messageId"), docs[i].get("inboxIntegrationId"), MAX_DOCUMENT)
+        stored: list[dict[str, Any] | None] = []
         for i, doc in enumerate(docs):
+            if i in too_large:
+                stored.append(None)
+                continue
             if i in duplicates:
                 doc = self.find_message(doc["inboxIntegrationId"], doc["messageId"])
                 if doc is None:  # deleted in between: the integration is being removed

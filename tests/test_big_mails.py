@@ -156,3 +156,58 @@ def test_store_messages_isolates_a_document_pymongo_refuses_before_sending(stora
     stored = storage.store_messages([doc(1, "a"), doc(2, "x" * (50 * MB)), doc(3, "c"), doc(4, "y" * (17 * MB))])
     assert [d and d["messageId"] for d in stored] == ["<m1>", None, "<m3>", None]
     assert sorted(d["messageId"] for d in storage.messages.find({}, {"messageId": 1})) == ["<m1>", "<m3>"]
+
+
+def test_the_byte_budget_counts_mails_in_flight_and_keeps_the_cursor_behind_them() -> None:
+    """Unit (the fake IMAP of tests/actors/test_mailbox.py): with a budget of 2.5 mails, the mailbox fetches two,
+    waits while the pipeline holds them, and fetches the next as soon as one is done; a mail over max_mail_bytes
+    costs nothing (never downloaded); the cursor never passes a mail that is not done."""
+    from types import SimpleNamespace
+
+    from tests.actors.test_mailbox import CONFIG, FakeImap, MemoryStorage, Pipeline, mailbox
+
+    body = "y" * 3000
+    mails = {u: make_mail(to="u@x", subject=f"s{u}", body=body) for u in (1, 2, 3, 4)}
+    mails[5] = make_mail(to="u@x", subject="huge", body="z" * 20_000)  # over max_mail_bytes (10,000)
+    mails[6] = make_mail(to="u@x", subject="s6", body=body)
+    size = len(mails[1])
+    imap = FakeImap(mails)
+    storage, pipeline = MemoryStorage(), Pipeline()
+    config = SimpleNamespace(**{**vars(CONFIG), "fetch_batch": 10, "fetch_batch_bytes": int(size * 2.5)})
+    box = mailbox(lambda settings: imap, storage, pipeline, config)
+    box.tick()  # connect
+    box.tick()
+    assert [j.uid for j in pipeline.jobs] == [1, 2] and imap.downloaded == [1, 2]
+    box.tick()  # the two in flight fill the budget: nothing is fetched
+    assert imap.downloaded == [1, 2]
+    box.mail_done("INBOX", 2)
+    assert ("i1", "INBOX") not in storage.cursors  # 1 is not done
+    box.tick()  # room for one more
+    assert imap.downloaded == [1, 2, 3]
+    box.mail_done("INBOX", 1)
+    box.mail_done("INBOX", 3)
+    assert storage.cursors[("i1", "INBOX")] == (7, 3)
+    box.tick()  # 4, then 5 (quarantined unread: costs nothing), then 6
+    assert imap.downloaded == [1, 2, 3, 4, 6] and [q["uid"] for q in storage.quarantined] == [5]
+    for uid in (4, 6):
+        box.mail_done("INBOX", uid)
+    assert storage.cursors[("i1", "INBOX")] == (7, 6)
+
+
+def test_a_single_mail_over_the_budget_goes_alone() -> None:
+    from types import SimpleNamespace
+
+    from tests.actors.test_mailbox import CONFIG, FakeImap, MemoryStorage, Pipeline, mailbox
+
+    imap = FakeImap({u: make_mail(to="u@x", subject=f"s{u}", body="y" * 3000) for u in (1, 2)})
+    storage, pipeline = MemoryStorage(), Pipeline()
+    config = SimpleNamespace(**{**vars(CONFIG), "fetch_batch": 10, "fetch_batch_bytes": 100})
+    box = mailbox(lambda settings: imap, storage, pipeline, config)
+    box.tick()
+    box.tick()
+    assert imap.downloaded == [1]
+    box.tick()
+    assert imap.downloaded == [1]  # 1 is still held
+    box.mail_done("INBOX", 1)
+    box.tick()
+    assert imap.downloaded == [1, 2]

@@ -92,9 +92,15 @@ class Conversations:
             except Exception as exc:  # noqa: BLE001 - the intents stay: the re-fetch calls again
                 self._fail([entry.job for entry, _ in called], exc)
                 stored = []
+            too_large = []
             for (entry, _), doc in zip(called, stored):
+                if doc is None:  # over MongoDB's 16 MiB: it fails alone, the rest of the batch goes on
+                    too_large.append(entry)
+                    continue
                 entry.message = doc
                 unannounced.append(entry)
+            if too_large:
+                self._set_aside_too_large(too_large)
         announced: list[Entry] = []
         for entry, error in zip(unannounced, self._announce(unannounced)):
             if error is None:
@@ -194,6 +200,17 @@ class Conversations:
         if self._announcer is None or len(pending) < 2:
             return [announce(entry) for entry in pending]
         return list(self._announcer.map(announce, pending))
+
+    def _set_aside_too_large(self, entries: list[Entry]) -> None:
+        """Mails whose message document MongoDB cannot hold: quarantined at once by their mailbox (never retried, so
+        inbox is not called again), their intents dropped."""
+        try:
+            self._storage.clear_intents([entry.intent["_id"] for entry in entries if entry.intent])
+        except Exception as exc:  # noqa: BLE001 - an intent left behind only waits for a mail that never comes back
+            logger.warning("Cannot drop the intents of %d mail(s) too large to store: %s", len(entries), exc)
+        for entry in entries:
+            self._answer(entry.job, "mail_rejected", "its message document is over MongoDB's 16 MiB limit "
+                                                     "(DocumentTooLarge): the mail cannot be stored")
 
     def _fail(self, jobs: list[Incoming], exc: Exception) -> None:
         for job in jobs:

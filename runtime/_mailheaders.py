@@ -21,6 +21,10 @@ _MODERN_ADDRESS_LIMIT = 32 * 1024    # longer address headers skip the (slow on 
 _FOLD = re.compile(r"\r?\n")
 _ID_TOKEN = re.compile(r"<([^<>]*)>|([^\s,<>]+)")
 _WS = re.compile(r"\s+")
+# C0 and C1 control characters and DEL: never part of a Message-ID (RFC 5322 msg-id is visible ASCII). An id that
+# holds one (NUL, a bare CR or LF folded in, an escape) is refused, so it reaches neither a header we build
+# (In-Reply-To, References) nor a query.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _UTF8_SEQ = re.compile(rb"[\xc2-\xf4][\x80-\xbf]")
 _ASCII = {"us-ascii", "ascii", "ansi_x3.4-1968"}
 _LATIN1 = {"iso-8859-1", "iso8859-1", "iso_8859-1", "latin1", "latin-1", "l1", "cp819", "ibm819",
@@ -129,6 +133,8 @@ def _extract_ids(value: str) -> list[str]:
     ids: list[str] = []
     for bracketed, bare in _ID_TOKEN.findall(_strip_comments(_fix_surrogates(value))):
         inner = _WS.sub("", bracketed)
+        if CONTROL.search(inner or bare):
+            continue  # refused at the door (see CONTROL)
         if inner:
             ids.append(f"<{inner}>")
         elif bare and "@" in bare and '"' not in bare:
@@ -138,8 +144,9 @@ def _extract_ids(value: str) -> list[str]:
 
 def _message_id(msg: Message) -> str | None:
     raw = _fix_surrogates(_first_raw(msg, "message-id") or "")
-    ids = _extract_ids(raw) or [f"<{t}>" for t in _strip_comments(raw).replace("<", " ").replace(">", " ").split()]
-    return ids[0] if ids else None
+    ids = _extract_ids(raw) or [f"<{t}>" for t in _strip_comments(raw).replace("<", " ").replace(">", " ").split()
+                                if not CONTROL.search(t)]
+    return ids[0] if ids else None  # none: the mail gets a synthetic Message-ID
 
 
 def _unique_ids(msg: Message, name: str) -> list[str]:

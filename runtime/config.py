@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "idle_watchdog_seconds": 55,
     "imap_timeout_seconds": 30,
     "fetch_batch": 50,
+    "fetch_batch_bytes": 32 * 1024 * 1024,
     "max_inflight": 200,
     "pipeline_lanes": 4,
     "max_mail_bytes": 25 * 1024 * 1024,
@@ -64,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "outbound_allow_loopback_http": False,
     "erxes_domain": "",
     "erxes_api_url": "",
+    "node_env": "development",
 }
 
 # Environment variable -> Config field. erxes's names first, then ours.
@@ -99,6 +101,7 @@ ENV_SETTINGS: dict[str, str] = {
     "DOMAIN": "erxes_domain",  # erxes 2.x's setup gives every service erxes's address in DOMAIN
     "MAIN_API_DOMAIN": "erxes_api_url",  # erxes 1.x
     "REACT_APP_API_URL": "erxes_api_url",  # what erxes's UI builds its /read-file links on (wins over the above)
+    "NODE_ENV": "node_env",
 }
 
 # What ``private`` means in RPC_ALLOWED_NETWORKS: loopback and the private ranges (RFC 1918, IPv6 unique local),
@@ -128,6 +131,7 @@ class Config:
     idle_watchdog_seconds: float
     imap_timeout_seconds: float
     fetch_batch: int
+    fetch_batch_bytes: int
     max_inflight: int
     pipeline_lanes: int
     max_mail_bytes: int
@@ -154,6 +158,7 @@ class Config:
     outbound_allow_loopback_http: bool = False
     erxes_domain: str = ""  # DOMAIN, else configs.json's top-level "domain" (the erxes CLI's)
     erxes_api_url: str = ""  # REACT_APP_API_URL, else MAIN_API_DOMAIN
+    node_env: str = "development"  # erxes's NODE_ENV; "production" refuses to start without SECRET_KEYS
 
     @property
     def rpc_timeout(self) -> float:
@@ -405,6 +410,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "idle_watchdog_seconds": _number(float, 1, 1740),
     "imap_timeout_seconds": _number(float, 1, 600),
     "fetch_batch": _number(int, 1, 1000),
+    "fetch_batch_bytes": _number(int, 0, 1024 ** 3),  # 0: by count only (fetch_batch), as before issue 12
     "max_inflight": _number(int, 1, 100000),
     "pipeline_lanes": _number(int, 1, 64),
     "max_mail_bytes": _number(int, 1024),
@@ -429,9 +435,15 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "outbound_allow_loopback_http": _parse_bool,
     "erxes_domain": _erxes_url,
     "erxes_api_url": _erxes_url,
+    "node_env": lambda setting, raw: _text(setting, raw).strip().lower(),
 }
 
 
 def _validated(values: dict[str, Any]) -> Config:
     checked = {key: check(_setting_name(key), values[key]) for key, check in _CHECKS.items()}
+    if checked["node_env"] == "production" and not checked["secret_keys"]:
+        # never seal real mailbox passwords with the public development key
+        raise ConfigError(_setting_name("secret_keys"), "is required with NODE_ENV=production (without it the "
+                                                        "public development key would seal the mailbox passwords); "
+                                                        "python -m runtime.admin new-key makes one")
     return Config(**checked)

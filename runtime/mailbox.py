@@ -25,7 +25,7 @@ from runtime.errors import AuthenticationFailed, MailboxError, MailParseError, S
 from runtime.imap import NETWORK_ERRORS, ImapSettings, connect
 from runtime.logins import LoginPacer, shared_pacer
 from runtime.mailparse import parse_mail
-from runtime.storage import utcnow
+from runtime.storage import MAX_RAW_IN_DOCUMENT, utcnow
 
 __all__ = ["Mailbox"]
 
@@ -76,6 +76,8 @@ class Mailbox:
         self._full_since: float | None = None
         self._watchdog = self._config.idle_watchdog_seconds
         self._cut = False  # set from another thread by cut()
+        self._held: dict[tuple[str, int], int] = {}  # RFC822.SIZE of each fetched mail the pipeline still has
+        self._next_size = 0  # bytes of the next mail, which did not fit in the byte budget yet
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -157,6 +159,7 @@ class Mailbox:
 
     # -- pipeline answers (arrive as actor messages) ----------------------------------------------------------------
     def mail_done(self, folder: str, uid: int) -> None:
+        self._held.pop((folder, uid), None)
         fp = self._folders.get(folder)
         if fp is not None and fp.complete(uid):
             self._dirty.add(folder)
@@ -184,6 +187,7 @@ class Mailbox:
         """A mail could not be processed. ``transient``: our infrastructure was down, which is not the mail's fault
         and does not count towards giving up on it."""
         fp = self._folders.get(folder)
+        self._held.pop((folder, uid), None)
         if fp is None or uid not in fp.pending:
             return
         metrics.MAILS_FAILED.inc()
@@ -215,11 +219,15 @@ class Mailbox:
     def mail_rejected(self, folder: str, uid: int, reason: str) -> None:
         """A mail that can never be ingested as it is (no usable sender): quarantined at once, without retries."""
         fp = self._folders.get(folder)
+        size = self._held.pop((folder, uid), None)
         if fp is None or uid not in fp.pending:
             return
         metrics.MAILS_FAILED.inc()
         try:
-            self._set_aside(fp, uid, reason, raw=self._raw_or_none(folder, uid))
+            if size is not None and size > MAX_RAW_IN_DOCUMENT:  # a quarantine document could not hold it either:
+                self._set_aside(fp, uid, reason, size=size)     # the entry names folder, UIDVALIDITY and UID
+            else:
+                self._set_aside(fp, uid, reason, raw=self._raw_or_none(folder, uid))
         except PyMongoError as exc:  # the cursor may not pass a mail that is kept nowhere
             self.mail_failed(folder, uid, f"cannot quarantine: {exc}", transient=True)
 
@@ -315,6 +323,10 @@ class Mailbox:
             return False
         room = min(self._config.fetch_batch, self._config.max_inflight - sum(
             f.inflight for f in self._folders.values()))
+        budget = self._config.fetch_batch_bytes  # 0: batches by count only (the behaviour before issue 12)
+        held = self._bytes_in_flight() if budget else 0
+        if held and held + max(self._next_size, 1) > budget:
+            room = 0  # the mails fetched already fill the byte budget
         if room <= 0:  # the pipeline is full: pause briefly while its answers come in (an IDLE slice after a while)
             now = self._clock()
             self._full_since = now if self._full_since is None else self._full_since
@@ -341,9 +353,14 @@ class Mailbox:
                 self._save_cursor(fp)
             self._after_sync()
             return True
-        fp.initial = False
+        initial, fp.initial = fp.initial, False
         batch = uids[:room]
         sizes = {u: int(d.get(b"RFC822.SIZE", 0)) for u, d in self._client.fetch(batch, [b"RFC822.SIZE"]).items()}
+        if budget:
+            batch = self._within_budget(batch, sizes, budget - held, alone=not held)
+            if not batch:  # the next mail waits for the pipeline to hand back bytes
+                fp.initial = initial
+                return True
         wanted = [u for u in batch if sizes.get(u, 0) <= self._config.max_mail_bytes]
         fetched = self._client.fetch(wanted, [b"BODY.PEEK[]"]) if wanted else {}
         fetched_at = utcnow()
@@ -357,6 +374,7 @@ class Mailbox:
                                 size=sizes[uid])
                 continue
             raw = fetched[uid].get(b"BODY[]") or b""
+            self._held[(fp.name, uid)] = sizes[uid]
             try:
                 mail = parse_mail(raw)
             except MailParseError as exc:
@@ -367,6 +385,30 @@ class Mailbox:
         fp.need_sync = len(uids) > len(batch)
         self._after_sync()  # the last batch had mail: the mailbox is caught up all the same
         return True
+
+    def _within_budget(self, batch: list[int], sizes: dict[int, int], left: int, *, alone: bool) -> list[int]:
+        """The first UIDs of ``batch`` whose mails fit in ``left`` bytes, by RFC822.SIZE (a mail over
+        max_mail_bytes is never downloaded and costs nothing); when nothing is in flight (``alone``), the first
+        mail goes even if it alone is over the budget. Remembers the size of the first one left out."""
+        chosen: list[int] = []
+        total = 0
+        for uid in batch:
+            size = sizes.get(uid, 0)
+            cost = size if size <= self._config.max_mail_bytes else 0
+            if total + cost > left and (chosen or not alone):
+                self._next_size = cost
+                break
+            chosen.append(uid)
+            total += cost
+        else:
+            self._next_size = 0
+        return chosen
+
+    def _bytes_in_flight(self) -> int:
+        """Bytes of the fetched mails the pipeline has not answered for (forgetting ones a reset gave up on)."""
+        for key in [k for k in self._held if k[1] not in self._folders[k[0]].pending]:
+            del self._held[key]
+        return sum(self._held.values())
 
     def _set_aside(self, fp: FolderProgress, uid: int, reason: str, *, raw: bytes | None = None,
                    size: int | None = None) -> None:

@@ -33,6 +33,7 @@ _REPLY_PREFIX = re.compile(r"^\s*(re|aw)(\[\d+\])?\s*:", re.IGNORECASE)
 _MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$", re.IGNORECASE)
 MAX_ID_LENGTH = 998  # RFC 5322's line limit
 _ID_TOKEN = re.compile(r"<([^<>\s]+)>|([^\s<>,]+@[^\s<>,]+)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # as runtime._mailheaders.CONTROL
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -85,6 +86,8 @@ def normalize_message_id(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     value = value.strip()
+    if _CONTROL.search(value):  # NUL, CR, LF and other controls never reach a header (issue 12)
+        return None
     if len(value) > MAX_ID_LENGTH:  # no header line is longer; and _ID_TOKEN's search is quadratic on long input
         return None
     match = _ID_TOKEN.search(value)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from pymongo.errors import DuplicateKeyError
 
+from runtime.credentials import follow_host
 from runtime.errors import RequestError
 from runtime.imap import parse_details
 from runtime.logs_collect import collect_items
@@ -62,6 +63,7 @@ class ImapProcedures:
         if not isinstance(doc, dict):
             raise RequestError("doc is required: {accountId, kind, integrationId, data}")
         details = parse_details(doc.get("data"))
+        details = self._follow_host(inbox_id, self._storage.get_integration(inbox_id), details)
         self._on_tenant(_tenant())
         self._save(inbox_id, details)
         self._storage.log("info", f"integration {inbox_id} created for {details['user']}", inbox_id=inbox_id)
@@ -70,14 +72,16 @@ class ImapProcedures:
     def update_integration(self, envelope: dict[str, Any]) -> None:
         data = _data(envelope)
         inbox_id = _inbox_id(data, "integrationId")
-        if self._storage.get_integration(inbox_id) is None:
+        stored = self._storage.get_integration(inbox_id)
+        if stored is None:
             raise RequestError("Integration not found.")
         doc = data.get("doc")
         if not isinstance(doc, dict):
             raise RequestError("doc is required: {accountId, kind, integrationId, data}")
         details = parse_details(doc.get("data"), require_password=False)
         if not details["password"]:
-            del details["password"]  # an empty password keeps the stored one
+            del details["password"]  # an empty password keeps the stored one, while the servers stay the same
+        details = self._follow_host(inbox_id, stored, details)
         self._save(inbox_id, details)
         self._storage.log("info", f"integration {inbox_id} updated", inbox_id=inbox_id)
         self._ask(self._supervisor.restart(inbox_id, _tenant(), unless_current=True))
@@ -130,6 +134,16 @@ class ImapProcedures:
         if doc is None:
             raise RequestError(f"Integration {object_id} not found.")
         self._ask(self._supervisor.ensure_listening(doc["inboxId"], _tenant()))
+
+    def _follow_host(self, inbox_id: str, stored: dict[str, Any] | None, details: dict[str, Any]) -> dict[str, Any]:
+        """``details`` checked by :func:`runtime.credentials.follow_host` (RequestError when a stored password would
+        follow a server that moved); a cleared OAuth consent is logged."""
+        out = follow_host(stored, details)
+        if stored and stored.get("oauthRefreshToken") and "oauthRefreshToken" in out and not out["oauthRefreshToken"]:
+            logger.info("Integration %s: its servers changed; the OAuth consent is cleared", inbox_id)
+            self._storage.log("info", f"integration {inbox_id}: the servers changed, so the OAuth consent was cleared "
+                                      f"(tokens are never sent to a new host); sign in again", inbox_id=inbox_id)
+        return out
 
     def _save(self, inbox_id: str, details: dict[str, Any]) -> None:
         try:

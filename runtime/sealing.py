@@ -12,12 +12,15 @@ A sealed value is a string::
     sealed:v1:<key id>:<URL-safe base64 of 12-byte nonce + ciphertext + 16-byte tag>
 
 ``key id`` is the first 8 hex digits of the key's SHA-256 (it names the key, it reveals nothing of it). The
-associated data binds a value to its field and integration (``password:<inboxId>``), so a sealed value copied into
-another field or integration does not unseal. A value without the prefix is plain text (written by erxes's own
-plugin, or before sealing existed): it is read as it is, and ``reseal`` seals it.
+associated data binds a value to its field, tenant and integration (``password:<tenant>:<inboxId>``, the tenant
+being ``os`` or the organisation's subdomain with ``VERSION=saas``), so a sealed value copied into another field,
+integration or tenant database does not unseal. Values sealed before the tenant was bound in
+(``password:<inboxId>``) still open: :meth:`Sealer.unseal_with` tries the current context first, then the legacy
+one, and says which opened it, so storage reseals such a value at once. A value without the prefix is plain text
+(written by erxes's own plugin, or before sealing existed): it is read as it is, and ``reseal`` seals it.
 
 With no keys configured the runtime seals with :data:`DEV_KEY`, a published key that protects nothing, and says so
-with a WARNING at start-up: for development only.
+with a WARNING at start-up: for development only (``NODE_ENV=production`` refuses to start without keys).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -111,19 +114,30 @@ class Sealer:
 
     def unseal(self, value: str, *, context: str) -> str:
         """The plain text of ``value``; a value that is not sealed is returned as it is (a legacy plain record)."""
+        return self.unseal_with(value, contexts=(context,))[0]
+
+    def unseal_with(self, value: str, *, contexts: Sequence[str]) -> tuple[str, int]:
+        """The plain text of ``value`` and the index of the first of ``contexts`` (associated data) that opens it:
+        0 is the current one, a later one a legacy form whose value should be sealed again. A plain value is
+        returned as it is, with 0."""
         if not is_sealed(value):
-            return value
+            return value, 0
+        what = contexts[0].partition(":")[0]
         key_id, _, token = value[len(PREFIX):].partition(":")
         cipher = self._ciphers.get(key_id)
         if cipher is None:
-            raise StorageError(f"the {context.partition(':')[0]} is sealed with key {key_id}, which is not among "
-                               f"SECRET_KEYS")
+            raise StorageError(f"the {what} is sealed with key {key_id}, which is not among SECRET_KEYS")
         try:
             blob = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            return cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context.encode("utf-8")).decode("utf-8")
-        except (InvalidTag, binascii.Error, ValueError) as exc:
-            raise StorageError(f"the {context.partition(':')[0]} does not unseal (altered, or moved from "
-                               f"another record)") from exc
+        except (binascii.Error, ValueError) as exc:
+            raise StorageError(f"the {what} does not unseal (altered, or moved from another record)") from exc
+        for index, context in enumerate(contexts):
+            try:
+                plain = cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context.encode("utf-8"))
+                return plain.decode("utf-8"), index
+            except (InvalidTag, ValueError):
+                continue
+        raise StorageError(f"the {what} does not unseal (altered, or moved from another record)")
 
     def is_current(self, value: object) -> bool:
         """Sealed with the first key (nothing for ``reseal`` to do)."""

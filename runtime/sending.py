@@ -86,6 +86,12 @@ class _Request:
             references = references.split()
         if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
             raise RequestError("references must be a list of Message-IDs")
+        if any(_CONTROL.search(r) for r in references):
+            raise RequestError("references must not contain control characters")
+        reply_ids = [(k, v) for k in ("replyToMessageId", "inReplyTo", "headerId") if (v := _text(args, k))]
+        for key, value in reply_ids:
+            if _CONTROL.search(value):  # refused at the door: nothing with one reaches a header or a query
+                raise RequestError(f"{key} must not contain control characters")
         attachments = args.get("attachments") or []
         if not isinstance(attachments, list):
             raise RequestError("attachments must be a list")
@@ -94,7 +100,7 @@ class _Request:
             customer_id=_text(args, "customerId"), sender=senders[0] if senders else None, to=to,
             cc=parse_addresses(args.get("cc"), "cc"), bcc=parse_addresses(args.get("bcc"), "bcc"),
             reply_to=parse_addresses(args.get("replyTo"), "replyTo"), subject=subject, body=body or "",
-            reply_ids=[(k, v) for k in ("replyToMessageId", "inReplyTo", "headerId") if (v := _text(args, k))],
+            reply_ids=reply_ids,
             references=references, attachments=attachments, should_resolve=bool(args.get("shouldResolve")),
             should_open=bool(args.get("shouldOpen")))
 
@@ -407,6 +413,9 @@ def appended_uid(response: Any) -> int | None:
     text = response.decode("ascii", "replace") if isinstance(response, bytes) else str(response or "")
     match = re.search(r"\[APPENDUID \d+ (\d+)\]", text, re.IGNORECASE)
     return int(match.group(1)) if match else None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0/C1 controls and DEL: never in a Message-ID
 
 
 def _text(args: dict[str, Any], key: str) -> str | None:

@@ -28,10 +28,11 @@ import re
 import secrets
 from typing import Any, Iterable
 
+import bson
 import pymongo
 from bson import Binary, ObjectId
 from bson.errors import InvalidId
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, DocumentTooLarge, PyMongoError
 
 from runtime.errors import StorageError
 from runtime.pipeline import pick_thread
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 PENDING, STORED, DONE = "pending", "stored", "done"
 DUPLICATE_KEY = 11000
 MAX_RAW_IN_DOCUMENT = 15 * 1024 * 1024  # MongoDB documents hold 16 MiB
+MAX_DOCUMENT = 16 * 1024 * 1024  # MongoDB's limit on one document (BSON bytes)
+TOO_LARGE_CODES = {10334, 17419, 17420}  # the server's "object to insert too large" (BSONObjectTooLarge)
 SECRET_FIELDS = ("password", "webhookSecret", "oauthClientSecret", "oauthRefreshToken", "oauthAccessToken")
 
 
@@ -54,6 +57,16 @@ def _duplicates_only(exc: BulkWriteError) -> set[int]:
     if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
         raise exc
     return {int(e["index"]) for e in errors}
+
+
+def _write_errors(exc: BulkWriteError) -> tuple[set[int], set[int]]:
+    """The indexes an ``insert_many(ordered=False)`` found stored already and the ones too large for a document;
+    re-raises ``exc`` when anything else failed."""
+    errors = exc.details.get("writeErrors") or []
+    if not errors or any(e.get("code") not in (DUPLICATE_KEY, *TOO_LARGE_CODES) for e in errors):
+        raise exc
+    return ({int(e["index"]) for e in errors if e.get("code") == DUPLICATE_KEY},
+            {int(e["index"]) for e in errors if e.get("code") in TOO_LARGE_CODES})
 
 
 def _by_message_id(collection: Any, inbox_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -75,8 +88,10 @@ class Storage:
     """Thin, typed access to the runtime's collections. Thread-safe (pymongo clients are)."""
 
     def __init__(self, mongo_url: str, *, database: str | None = None, timeout_ms: int = 10000,
-                 client: pymongo.MongoClient | None = None, sealer: Sealer | None = None) -> None:
+                 client: pymongo.MongoClient | None = None, sealer: Sealer | None = None,
+                 tenant: str = "os") -> None:
         self.sealer = sealer
+        self.tenant = tenant  # bound into every sealed value's associated data
         self._client = client or pymongo.MongoClient(
             mongo_url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
             socketTimeoutMS=max(timeout_ms, 30000), tz_aware=True, appname="imap-runtime")
@@ -158,19 +173,48 @@ class Storage:
                 found.append({**{k: v for k, v in doc.items() if k not in SECRET_FIELDS}, "sealError": str(exc)})
         return found
 
+    def _contexts(self, field: str, inbox_id: Any) -> tuple[str, str]:
+        """The associated data of a sealed value: field, tenant and integration; then the form before the tenant was
+        bound in (issue 12), still read, resealed at once."""
+        return f"{field}:{self.tenant}:{inbox_id}", f"{field}:{inbox_id}"
+
     def _seal(self, field: str, inbox_id: str, value: Any) -> Any:
         if self.sealer is None or not isinstance(value, str) or not value or is_sealed(value):
             return value
-        return self.sealer.seal(value, context=f"{field}:{inbox_id}")
+        return self.sealer.seal(value, context=self._contexts(field, inbox_id)[0])
+
+    def _unseal(self, field: str, inbox_id: Any, value: str) -> tuple[str, bool]:
+        """The plain text, and whether it was sealed with the legacy associated data."""
+        assert self.sealer is not None
+        plain, index = self.sealer.unseal_with(value, contexts=self._contexts(field, inbox_id))
+        return plain, index > 0
 
     def _open(self, doc: Any) -> Any:
-        """``doc`` with its secrets unsealed (a copy); None stays None."""
+        """``doc`` with its secrets unsealed (a copy); None stays None. A secret sealed with the legacy associated
+        data (no tenant) is sealed again with the current one at once."""
         if doc is None or not any(is_sealed(doc.get(f)) for f in SECRET_FIELDS):
             return doc
         if self.sealer is None:
             raise StorageError(f"integration {doc.get('inboxId')} has sealed secrets and no SECRET_KEYS are given")
-        return {**doc, **{f: self.sealer.unseal(doc[f], context=f"{f}:{doc.get('inboxId')}")
-                          for f in SECRET_FIELDS if is_sealed(doc.get(f))}}
+        inbox_id = doc.get("inboxId")
+        plain: dict[str, Any] = {}
+        legacy: dict[str, str] = {}
+        for f in SECRET_FIELDS:
+            if is_sealed(doc.get(f)):
+                plain[f], old = self._unseal(f, inbox_id, doc[f])
+                if old:
+                    legacy[f] = doc[f]
+        if legacy and "_id" in doc:
+            self._reseal_legacy(doc["_id"], inbox_id, legacy, plain)
+        return {**doc, **plain}
+
+    def _reseal_legacy(self, oid: Any, inbox_id: Any, legacy: dict[str, str], plain: dict[str, Any]) -> None:
+        """Seal ``legacy`` values again with the tenant bound in; only if they are still the ones read."""
+        new = {f: self._seal(f, inbox_id, plain[f]) for f in legacy}
+        try:
+            self.integrations.update_one({"_id": oid, **legacy}, {"$set": new})
+        except PyMongoError as exc:  # read again (and resealed) next time
+            logger.warning("Integration %s: cannot reseal its secrets yet (MongoDB: %s)", inbox_id, exc)
 
     def reseal_integrations(self) -> tuple[int, int, list[str]]:
         """Seal every secret with the first key: plain ones (erxes's records) and ones sealed with an older key.
@@ -182,14 +226,14 @@ class Storage:
         failed: list[str] = []
         for doc in self.integrations.find({}, projection={"inboxId": 1, **{f: 1 for f in SECRET_FIELDS}}):
             inbox_id = doc.get("inboxId")
-            old = {f: doc[f] for f in SECRET_FIELDS if isinstance(doc.get(f), str) and doc[f]
-                   and not self.sealer.is_current(doc[f])}
-            if not old:
-                current += 1
-                continue
             try:
-                new = {f: self.sealer.seal(self.sealer.unseal(v, context=f"{f}:{inbox_id}"),
-                                           context=f"{f}:{inbox_id}") for f, v in old.items()}
+                opened = {f: self._unseal(f, inbox_id, doc[f]) for f in SECRET_FIELDS
+                          if isinstance(doc.get(f), str) and doc[f]}
+                old = {f: doc[f] for f, (_, legacy) in opened.items() if legacy or not self.sealer.is_current(doc[f])}
+                if not old:
+                    current += 1
+                    continue
+                new = {f: self.sealer.seal(opened[f][0], context=self._contexts(f, inbox_id)[0]) for f in old}
             except StorageError as exc:
                 logger.warning("Integration %s: %s", inbox_id, exc)
                 failed.append(str(inbox_id))
@@ -293,19 +337,33 @@ class Storage:
             _duplicates_only(exc)
         return self.find_intents(docs[0]["inboxIntegrationId"], [doc["messageId"] for doc in docs])
 
-    def store_messages(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def store_messages(self, docs: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
         """Insert message documents, each once its conversation call is done (``ingestState: done``, the
         conversation id set: a message document is written once); returns the stored documents in order, the
-        earlier one for a Message-ID stored meanwhile (another node, erxes's own plugin)."""
+        earlier one for a Message-ID stored meanwhile (another node, erxes's own plugin), and None for a document
+        over MongoDB's 16 MiB: it fails alone (the server's write error, or pymongo's ``DocumentTooLarge``, which
+        is no ``PyMongoError``), the others are stored."""
         if not docs:
             return []
         try:
             self.messages.insert_many(docs, ordered=False)
-            return docs
+            return list(docs)
         except BulkWriteError as exc:
-            duplicates = _duplicates_only(exc)
-        stored = []
+            duplicates, too_large = _write_errors(exc)
+        except DocumentTooLarge:  # pymongo refused before sending (some earlier batches may be written)
+            too_large = {i for i, doc in enumerate(docs) if len(bson.encode(doc)) > MAX_DOCUMENT}
+            if not too_large:
+                raise
+            rest = iter(self.store_messages([doc for i, doc in enumerate(docs) if i not in too_large]))
+            return [None if i in too_large else next(rest) for i in range(len(docs))]
+        for i in too_large:
+            logger.warning("Message %s of %s: its document is over MongoDB's %d bytes; not stored",
+                           docs[i].get("messageId"), docs[i].get("inboxIntegrationId"), MAX_DOCUMENT)
+        stored: list[dict[str, Any] | None] = []
         for i, doc in enumerate(docs):
+            if i in too_large:
+                stored.append(None)
+                continue
             if i in duplicates:
                 doc = self.find_message(doc["inboxIntegrationId"], doc["messageId"])
                 if doc is None:  # deleted in between: the integration is being removed

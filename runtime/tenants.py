@@ -85,7 +85,8 @@ class Tenants:
         with self._lock:
             found = self._storages.get(key)
             if found is None:
-                found = Storage("", database=f"{self._database}_{key}", client=self._client, sealer=self.sealer)
+                found = Storage("", database=f"{self._database}_{key}", client=self._client, sealer=self.sealer,
+                                tenant=key)
                 found.ensure_indexes()
                 for hook in self._index_hooks:
                     hook(found)

@@ -76,7 +76,7 @@ def test_sealed_at_rest_rotation_and_migration(services, mongo_url, prefix, amqp
         webhook_secret = rt.storage.get_integration("sealed-1")["webhookSecret"]
         raw = db.imap_integrations.find_one({"inboxId": "sealed-1"})
         assert raw["password"].startswith(PREFIX) and raw["webhookSecret"].startswith(PREFIX)
-        assert Sealer([OLD]).unseal(raw["password"], context="password:sealed-1") == password
+        assert Sealer([OLD]).unseal(raw["password"], context="password:os:sealed-1") == password
         dump = raw_dump(db)
         assert password not in dump and webhook_secret not in dump
 
@@ -97,7 +97,7 @@ def test_sealed_at_rest_rotation_and_migration(services, mongo_url, prefix, amqp
         assert key_id(db.imap_integrations.find_one({"inboxId": "sealed-1"})["webhookSecret"]) == new_id
         legacy = db.imap_integrations.find_one({"inboxId": "legacy-1"})
         assert legacy_password not in raw_dump(db) and password not in raw_dump(db)
-        assert Sealer([NEW]).unseal(legacy["password"], context="password:legacy-1") == legacy_password
+        assert Sealer([NEW]).unseal(legacy["password"], context="password:os:legacy-1") == legacy_password
         again = reseal(mongo_url, f"{NEW},{OLD}")
         assert again.returncode == 0 and "0 integration(s) resealed" in again.stdout and "2 already" in again.stdout
 

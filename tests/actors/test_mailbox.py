@@ -11,7 +11,7 @@ from runtime.logins import LoginPacer
 from tests.conftest import make_mail
 
 CONFIG = SimpleNamespace(imap_timeout_seconds=5, idle_slice_seconds=1.0, idle_renew_seconds=540, idle_watchdog_seconds=55, fetch_batch=2,
-                         max_inflight=10, lookback_days=3, sent_folder="Sent",
+                         max_inflight=10, lookback_days=3, sent_folder="Sent", fetch_batch_bytes=32 * 1024 * 1024,
                          max_mail_bytes=10_000)
 
 

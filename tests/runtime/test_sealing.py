@@ -77,3 +77,53 @@ def test_secret_keys_setting_from_the_environment() -> None:
     with pytest.raises(ConfigError, match="SECRET_KEYS"):
         load_config(None, environ={"SECRET_KEYS": "not-a-key"})
     assert config.with_overrides(secret_keys=NEW).secret_keys == (NEW,)
+
+
+# -- issue 12 item 10: the tenant is bound into the associated data; values sealed before still open --------------
+def test_the_tenant_is_bound_in_and_the_legacy_form_opens_as_the_second_context() -> None:
+    sealer = Sealer([NEW])
+    current = sealer.seal("pw", context="password:acme:inbox-1")
+    legacy = sealer.seal("pw", context="password:inbox-1")
+    contexts = ("password:acme:inbox-1", "password:inbox-1")
+    assert sealer.unseal_with(current, contexts=contexts) == ("pw", 0)
+    assert sealer.unseal_with(legacy, contexts=contexts) == ("pw", 1)
+    with pytest.raises(StorageError, match="does not unseal"):  # another tenant's database, same inbox id
+        sealer.unseal_with(current, contexts=("password:other:inbox-1", "password:inbox-1"))
+
+
+def test_storage_reads_legacy_sealed_secrets_and_reseals_them_with_the_tenant(mongo_url) -> None:
+    from runtime.tenants import Tenants
+
+    sealer = Sealer([NEW])
+    tenants = Tenants(mongo_url, database=mongo_url.rsplit("/", 1)[1].split("?")[0], saas=True, sealer=sealer)
+    try:
+        acme, other = tenants.storage("acme"), tenants.storage("other")
+        # written by the version before: associated data without the tenant
+        hook = "hook-secret-9f3a1c"
+        acme.integrations.insert_one({"inboxId": "inbox-1", "host": "h", "user": "u",
+                                      "password": sealer.seal("old-pw", context="password:inbox-1"),
+                                      "webhookSecret": sealer.seal(hook, context="webhookSecret:inbox-1")})
+        assert acme.get_integration("inbox-1")["password"] == "old-pw"
+        raw = acme.integrations.find_one({"inboxId": "inbox-1"})
+        assert sealer.unseal_with(raw["password"], contexts=("password:acme:inbox-1",)) == ("old-pw", 0)
+        assert sealer.unseal_with(raw["webhookSecret"], contexts=("webhookSecret:acme:inbox-1",)) == (hook, 0)
+        assert acme.get_integration("inbox-1")["webhookSecret"] == hook  # and it reads the same afterwards
+
+        # a new write seals with the tenant; copied into another tenant's database it does not open
+        acme.save_integration("inbox-2", {"host": "h", "user": "u", "password": "new-pw"})
+        copied = acme.integrations.find_one({"inboxId": "inbox-2"}, {"_id": 0})
+        other.integrations.insert_one(copied)
+        with pytest.raises(StorageError, match="does not unseal"):
+            other.get_integration("inbox-2")
+
+        # reseal counts a legacy value as work to do, and then as current
+        acme.integrations.insert_one({"inboxId": "inbox-3", "host": "h", "user": "u",
+                                      "password": sealer.seal("pw3", context="password:inbox-3")})
+        changed, current, failed = acme.reseal_integrations()
+        assert (changed, failed) == (1, []) and current == 2
+        raw = acme.integrations.find_one({"inboxId": "inbox-3"})
+        assert sealer.unseal_with(raw["password"], contexts=("password:acme:inbox-3",)) == ("pw3", 0)
+    finally:
+        for name in ("acme", "other"):
+            tenants._client.drop_database(f"{tenants._database}_{name}")
+        tenants.close()

@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def runtime_config(services: dict[str, str], *, mongo_url: str, prefix: str, **overrides: Any) -> Config:
+    """The suite's runtime: standalone (the erxes emulation in-process) unless a test says otherwise."""
+    overrides.setdefault("standalone", True)
     return load_config(REPO / "configs.json", environ={}).with_overrides(
         port=0, mongo_url=mongo_url, rabbitmq_url=services["RABBITMQ_HOST"], message_broker_prefix=prefix,
         redis_host=services.get("REDIS_HOST", "127.0.0.1"), redis_port=int(services.get("REDIS_PORT", 6379)),

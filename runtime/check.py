@@ -76,6 +76,9 @@ def ping_rabbitmq(config: Config, timeout: float) -> str | None:
     params.socket_timeout = params.stack_timeout = params.blocked_connection_timeout = timeout
     params.connection_attempts = 1
     params.client_properties = {"connection_name": "imap-runtime check"}
+    pika_log = logging.getLogger("pika")
+    level = pika_log.level
+    pika_log.setLevel(logging.CRITICAL + 1)  # pika logs each failed try at ERROR, a page per try: we say it once
     try:
         pika.BlockingConnection(params).close()
     except pika.exceptions.ProbableAuthenticationError:
@@ -85,6 +88,8 @@ def ping_rabbitmq(config: Config, timeout: float) -> str | None:
     except (pika.exceptions.AMQPError, OSError) as exc:
         inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
         return short(inner)
+    finally:
+        pika_log.setLevel(level)
     return None
 
 

@@ -34,6 +34,15 @@ def ready(port: int) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
+def docker_healthcheck(port: int) -> int:
+    """The Dockerfile's HEALTHCHECK command, run as Docker runs it (exit status 0: healthy)."""
+    text = (REPO / "Dockerfile").read_text()
+    command = text.split("HEALTHCHECK", 1)[1].split("CMD", 1)[1].split("\nSTOPSIGNAL")[0].strip()
+    return subprocess.run(["sh", "-c", command.replace("python ", f"{sys.executable} ", 1)],
+                          env={"PORT": str(port), "PATH": "/usr/bin:/bin"}, capture_output=True,
+                          timeout=30).returncode
+
+
 def test_ready_is_503_naming_redis_while_it_is_unreachable_and_200_once_it_answers(
         services: dict[str, str], mongo_url: str, prefix: str, proxies: list[FaultProxy], caplog: Any):
     proxy = FaultProxy(services.get("REDIS_HOST", "127.0.0.1"), int(services.get("REDIS_PORT", 6379)))
@@ -46,6 +55,7 @@ def test_ready_is_503_naming_redis_while_it_is_unreachable_and_200_once_it_answe
         status, report = ready(rt.web_port)
         assert status == 200 and report["redis"] == "ok", report
         assert report["mode"]["standalone"] is True and report["mode"]["setting"] == "true"
+        assert docker_healthcheck(rt.web_port) == 0
         with caplog.at_level(logging.WARNING, logger="web.ops"):
             proxy.refuse(True)
             proxy.cut()
@@ -53,11 +63,13 @@ def test_ready_is_503_naming_redis_while_it_is_unreachable_and_200_once_it_answe
                                       timeout=15, message="/ready 503 with Redis unreachable")
             assert report["redis"] != "ok" and report["mongo"] == "ok" and report["rabbitmq"] == "ok"
             assert [m for m in report["missing"] if m.startswith("Redis")], report
+            assert docker_healthcheck(rt.web_port) != 0  # the container is unhealthy while it listens to nothing
             wait_for(lambda: [r for r in caplog.records if r.getMessage().startswith("Not ready: Redis")],
                      timeout=15, message="the log saying Redis is missing")
         proxy.refuse(False)
         wait_for(lambda: ready(rt.web_port)[0] == 200, timeout=20, message="/ready 200 once Redis answers")
         assert "missing" not in ready(rt.web_port)[1]
+        assert docker_healthcheck(rt.web_port) == 0
     finally:
         rt.stop()
 

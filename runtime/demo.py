@@ -18,6 +18,7 @@ from typing import Any
 from email.message import EmailMessage
 from email.utils import make_msgid
 
+import pika.exceptions
 import pymongo
 
 from runtime.broker.amqp import AmqpBroker
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"deleted {reset_queues(config)} queue(s) with the suffix {config.message_broker_prefix!r}")
         else:
             show(config.mongo_url)
-    except (RuntimeFault, OSError, smtplib.SMTPException) as exc:
+    except (RuntimeFault, OSError, smtplib.SMTPException, pika.exceptions.AMQPError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 def reset_queues(config: Any) -> int:
     """Delete the demo's queues: ours and the emulation's, each with the demo's suffix. Never without a suffix:
     unsuffixed queues may be erxes's own."""
-    import pika
+    import pika  # noqa: F811 - the connection class, beside the exceptions imported above
 
     from runtime.detect import MARKER_QUEUE, emulation_queues
     from runtime.procedures import ImapProcedures

@@ -23,11 +23,11 @@ runtime_alive() { [[ -s "$STATE/runtime.pid" ]] && kill -0 "$(cat "$STATE/runtim
 
 if [[ "${1:-}" == --reset ]]; then
   runtime_alive && { echo "run: the demo runs (pid $(cat "$STATE/runtime.pid")): stop it first (Ctrl-C)" >&2; exit 1; }
-  if [[ -s "$STATE/services.env" && -x "$PY" ]]; then   # its queues, in a RabbitMQ that may be shared
-    (set -a; . "$STATE/services.env"; set +a; "$PY" -m runtime.demo reset) || true
+  if [[ -s "$STATE/demo.env" && -x "$PY" ]]; then   # its queues, in a RabbitMQ that may be shared
+    (set -a; . "$STATE/demo.env"; set +a; "$PY" -m runtime.demo reset) || true
   fi
-  [[ -d "$STATE" ]] && bash scripts/services.sh stop "$STATE" >/dev/null
-  rm -rf "$STATE/mongo" "$STATE/mail" "$STATE/rabbit" "$STATE/log" "$STATE/runtime.log" "$STATE/runtime.pid"
+  if [[ -d "$STATE" ]]; then bash scripts/services.sh stop "$STATE" >/dev/null; fi
+  rm -rf "$STATE/mongo" "$STATE/mail" "$STATE/rabbit" "$STATE/log" "$STATE/runtime.pid" "$STATE/demo.env"
   echo "run: demo data removed ($STATE); 'bash scripts/run.sh' starts afresh"
   exit 0
 fi
@@ -50,6 +50,7 @@ trap cleanup EXIT            # set before the services start: a start failing ha
 trap 'exit 130' INT TERM
 bash scripts/services.sh start "$STATE"
 set -a; . "$STATE/services.env"; set +a
+printf 'RABBITMQ_HOST=%s\nMESSAGE_BROKER_PREFIX=%s\n' "$RABBITMQ_HOST" "$MESSAGE_BROKER_PREFIX" > "$STATE/demo.env"
 bash scripts/mailserver.sh adduser "$MAIL_DIR" demo demo-password >/dev/null
 export STANDALONE=true IMAP_RUNTIME_CONFIG="$REPO/configs.json" BIND_ADDRESS=${BIND_ADDRESS:-127.0.0.1}
 PORT=${PORT:-4000}; export PORT

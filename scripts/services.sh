@@ -68,7 +68,7 @@ alive() {
 cmdline() { # PID -> $CMDLINE (arguments joined by spaces); builtins only: cheap enough to scan /proc
   local -a a=()
   CMDLINE=""
-  mapfile -d '' a < "/proc/$1/cmdline" 2>/dev/null || return 1
+  mapfile -d '' a 2>/dev/null < "/proc/$1/cmdline" || return 1
   CMDLINE="${a[*]}"
 }
 owns() { cmdline "$1" && [[ "$CMDLINE" == *"$2"* ]]; }

@@ -118,6 +118,10 @@ class Conversations:
             logger.debug("Stored %s in conversation %s", _message_id(entry.job),
                          entry.message and entry.message.get("inboxConversationId"))
             self._answer(entry.job, "mail_done")
+        if announced:  # one INFO line per stored batch of a mailbox: count and latency since the IMAP fetch
+            waits = [(utcnow() - e.job.fetched_at).total_seconds() for e in announced if e.job.fetched_at]
+            logger.info("Stored %d mail(s) of %s in %.2f s (max, since fetched)", len(announced),
+                        announced[0].job.inbox_id, max(waits, default=0.0))
         for job in done:
             self._answer(job, "mail_done")  # done before (an earlier fetch, or erxes's own plugin)
 

@@ -30,6 +30,7 @@ class WebActor(pykka.ThreadingActor):
         except OSError as exc:
             raise ConfigError("PORT", f"cannot listen on {host}:{port}: {exc.strerror}") from exc
         self.port = self._sockets[0].getsockname()[1]
+        self._host = host
         self._loop: tornado.ioloop.IOLoop | None = None
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="web-ioloop", daemon=True)
@@ -38,7 +39,7 @@ class WebActor(pykka.ThreadingActor):
         self._thread.start()
         if not self._started.wait(10):
             raise RuntimeError("the web server did not start within 10 s")
-        logger.info("HTTP server listening on port %d", self.port)
+        logger.info("HTTP server listening on %s:%d", self._host, self.port)
 
     def on_stop(self) -> None:
         if self._loop is not None:

@@ -1,4 +1,7 @@
-"""``imap-runtime``: the entry point. Runs in the foreground; SIGTERM/SIGINT stop it cleanly."""
+"""``imap-runtime``: the entry point. Runs in the foreground; SIGTERM/SIGINT stop it cleanly.
+
+``imap-runtime check`` verifies the configuration and each server instead (MongoDB, RabbitMQ, Redis, every stored
+mailbox's login), one line per item; exit status 0 when all pass, 1 when one fails, 2 for a bad setting."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +12,7 @@ import threading
 
 import pykka.debug
 
-from runtime.config import Config, load_config
+from runtime.config import DEFAULTS, ENV_SETTINGS, Config, load_config
 from runtime.errors import ConfigError, RuntimeFault
 from runtime.logctx import TEXT_FORMAT, ContextFilter, JsonFormatter
 
@@ -17,7 +20,10 @@ logger = logging.getLogger("runtime")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="imap-runtime", description=__doc__)
+    parser = argparse.ArgumentParser(prog="imap-runtime", description=__doc__, epilog=settings_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", nargs="?", choices=("run", "check"), default="run",
+                        help="run (the default) or check: verify the configuration and every server, then exit")
     parser.add_argument("--config", help="path of configs.json (default: $IMAP_RUNTIME_CONFIG, else ./configs.json)")
     args = parser.parse_args(argv)
     try:
@@ -25,8 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"imap-runtime: bad setting {exc}", file=sys.stderr)
         return 2
+    if args.command == "check":
+        from runtime.check import run_check
+
+        logging.basicConfig(level=logging.ERROR)  # the check's own lines only
+        quiet_libraries()
+        return run_check(config, out=sys.stdout)
     setup_logging(config)
     return run(config)
+
+
+def settings_help() -> str:
+    """Every setting: its configs.json key (section imap_runtime), its environment variable, its default."""
+    env_of = {key: name for name, key in ENV_SETTINGS.items()}
+    rows = [f"  {key:<32} {env_of.get(key, ''):<24} {DEFAULTS[key]!r}" for key in DEFAULTS]
+    return ("settings (configs.json section imap_runtime, overridden by the environment; the README's "
+            "Configuration table says what each means):\n"
+            f"  {'key':<32} {'environment':<24} default\n" + "\n".join(rows))
 
 
 def setup_logging(config: Config) -> None:

@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "version": "os",
     "enabled_services": None,
     "rpc_timeout_ms": 30000,
-    "standalone": True,
+    "standalone": "auto",
     "rpc_transport": "amqp",
     "customer_service": "core",
     "load_balancer_address": "",
@@ -66,6 +66,8 @@ DEFAULTS: dict[str, Any] = {
     "erxes_domain": "",
     "erxes_api_url": "",
     "node_env": "development",
+    "bind_address": "0.0.0.0",
+    "startup_wait_seconds": 60,
 }
 
 # Environment variable -> Config field. erxes's names first, then ours.
@@ -102,6 +104,8 @@ ENV_SETTINGS: dict[str, str] = {
     "MAIN_API_DOMAIN": "erxes_api_url",  # erxes 1.x
     "REACT_APP_API_URL": "erxes_api_url",  # what erxes's UI builds its /read-file links on (wins over the above)
     "NODE_ENV": "node_env",
+    "BIND_ADDRESS": "bind_address",
+    "STARTUP_WAIT_SECONDS": "startup_wait_seconds",
 }
 
 # What ``private`` means in RPC_ALLOWED_NETWORKS: loopback and the private ranges (RFC 1918, IPv6 unique local),
@@ -121,7 +125,7 @@ class Config:
     version: str
     enabled_services: tuple[str, ...] | None
     rpc_timeout_ms: int
-    standalone: bool
+    standalone: bool | None  # None: ``auto``, decided at start-up (runtime/detect.py)
     rpc_transport: str
     customer_service: str
     load_balancer_address: str
@@ -159,6 +163,8 @@ class Config:
     erxes_domain: str = ""  # DOMAIN, else configs.json's top-level "domain" (the erxes CLI's)
     erxes_api_url: str = ""  # REACT_APP_API_URL, else MAIN_API_DOMAIN
     node_env: str = "development"  # erxes's NODE_ENV; "production" refuses to start without SECRET_KEYS
+    bind_address: str = "0.0.0.0"  # the HTTP server's listen address (the demo: 127.0.0.1)
+    startup_wait_seconds: float = 60  # how long start-up waits for MongoDB, RabbitMQ and Redis to answer
 
     @property
     def rpc_timeout(self) -> float:
@@ -253,8 +259,6 @@ def _from_env(name: str, key: str, raw: str) -> Any:
             return json.loads(raw)
         except json.JSONDecodeError:
             raise ConfigError(name, f"must be a JSON array of service names, got {raw!r}") from None
-    if key == "standalone":
-        return _parse_bool(name, raw)
     return raw
 
 
@@ -267,6 +271,26 @@ def _parse_bool(setting: str, raw: Any) -> bool:
     if text in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(setting, f"must be true or false, got {raw!r}")
+
+
+def _standalone(setting: str, raw: Any) -> bool | None:
+    """``auto`` (None: on only where no erxes is found, runtime/detect.py), true or false."""
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() == "auto"):
+        return None
+    try:
+        return _parse_bool(setting, raw)
+    except ConfigError:
+        raise ConfigError(setting, f"must be auto, true or false, got {raw!r}") from None
+
+
+def _bind_address(setting: str, raw: Any) -> str:
+    text = _text(setting, raw).strip()
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if text != "localhost":
+            raise ConfigError(setting, f"must be an IP address such as 127.0.0.1 or 0.0.0.0, got {raw!r}") from None
+    return text
 
 
 def _setting_name(key: str) -> str:
@@ -320,7 +344,7 @@ def _url(*schemes: str) -> Callable[[str, Any], str]:
 def _services(setting: str, raw: Any) -> tuple[str, ...] | None:
     if raw is None:
         return None
-    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(s, str) for s in raw):
         raise ConfigError(setting, "must be a JSON array of service names")
     return tuple(raw)
 
@@ -400,7 +424,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "version": _choice("os", "saas"),
     "enabled_services": _services,
     "rpc_timeout_ms": _number(int, 1),
-    "standalone": _parse_bool,
+    "standalone": _standalone,
     "rpc_transport": _choice("amqp", "http"),
     "customer_service": _choice("core", "contacts"),
     "load_balancer_address": _text,
@@ -436,6 +460,8 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "erxes_domain": _erxes_url,
     "erxes_api_url": _erxes_url,
     "node_env": lambda setting, raw: _text(setting, raw).strip().lower(),
+    "bind_address": _bind_address,
+    "startup_wait_seconds": _number(float, 0, 3600),
 }
 
 

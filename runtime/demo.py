@@ -3,6 +3,7 @@
     python -m runtime.demo connect --user demo --password demo-password --imap-port 10143
     python -m runtime.demo send --to demo@localhost --subject "Where is my order?" [--smtp-port 10025]
     python -m runtime.demo show
+    python -m runtime.demo reset      (scripts/run.sh --reset: the demo's queues, by their MESSAGE_BROKER_PREFIX)
 
 It talks to the runtime only as erxes would: ``imap:createIntegration`` over the broker, mail over SMTP, and the
 runtime's MongoDB collections (standalone mode keeps conversations in ``standalone_conversations``).
@@ -13,9 +14,11 @@ import argparse
 import json
 import smtplib
 import sys
+from typing import Any
 from email.message import EmailMessage
 from email.utils import make_msgid
 
+import pika.exceptions
 import pymongo
 
 from runtime.broker.amqp import AmqpBroker
@@ -40,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--body", default="Hello, my order #42 has not arrived yet.")
     send.add_argument("--smtp-port", type=int, default=10025)
     sub.add_parser("show", help="list the stored conversations and messages")
+    sub.add_parser("reset", help="delete the demo's queues (those with its MESSAGE_BROKER_PREFIX) from RabbitMQ")
     args = parser.parse_args(argv)
     config = load_config()
     try:
@@ -63,12 +67,37 @@ def main(argv: list[str] | None = None) -> int:
             with smtplib.SMTP("127.0.0.1", args.smtp_port, timeout=30) as smtp:
                 smtp.send_message(msg)
             print(f"sent {msg['Message-ID']} to {args.to}")
+        elif args.command == "reset":
+            print(f"deleted {reset_queues(config)} queue(s) with the suffix {config.message_broker_prefix!r}")
         else:
             show(config.mongo_url)
-    except (RuntimeFault, OSError, smtplib.SMTPException) as exc:
+    except (RuntimeFault, OSError, smtplib.SMTPException, pika.exceptions.AMQPError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def reset_queues(config: Any) -> int:
+    """Delete the demo's queues: ours and the emulation's, each with the demo's suffix. Never without a suffix:
+    unsuffixed queues may be erxes's own."""
+    import pika  # noqa: F811 - the connection class, beside the exceptions imported above
+
+    from runtime.detect import MARKER_QUEUE, emulation_queues
+    from runtime.procedures import ImapProcedures
+
+    if not config.message_broker_prefix:
+        raise RuntimeFault("MESSAGE_BROKER_PREFIX is empty: the queues without a suffix may be erxes's; not deleting")
+    table = ImapProcedures(storage=None, supervisor=None)
+    names = [n + config.message_broker_prefix for n in
+             (*table.rpc_procedures(), *table.plain_procedures(), MARKER_QUEUE)] + emulation_queues(config)
+    conn = pika.BlockingConnection(pika.URLParameters(config.rabbitmq_url))
+    try:
+        channel = conn.channel()
+        for name in names:
+            channel.queue_delete(name)
+    finally:
+        conn.close()
+    return len(names)
 
 
 def show(mongo_url: str) -> None:

@@ -1,16 +1,20 @@
 """The orchestrator: starts everything in dependency order and stops it in reverse (mopidy's ``_app/process.py``).
 
-storage -> broker (with the standalone emulation) -> the pipeline's lanes (customer/conversation, actors/router.py)
+the servers (MongoDB, RabbitMQ, Redis when leases need it: waited for up to ``startup_wait_seconds``,
+runtime/check.py) -> the mode (``STANDALONE=auto``: the erxes emulation only where no erxes is found,
+runtime/detect.py) -> storage -> broker (with the standalone emulation) -> the pipeline's lanes (customer/conversation, actors/router.py)
 -> supervisor + mailboxes ->
 procedures on the broker -> web (the same procedures over HTTP, /ready, /metrics) -> lease keeper (joins the nodes
 in Redis; the supervisor then listens to the mailboxes whose leases it takes: ``docs/scaling.md``) -> registration
-in Redis. Stopping releases the leases once every mailbox and the pipeline stopped.
+in Redis. Stopping releases the leases once every mailbox and the pipeline stopped, and removes ``service:imap``
+when it still points at this process.
 ``GET /health`` answers ``ok`` once all of it runs.
 (Named ``process`` rather than ``supervisor`` so it is not confused with ``actors/supervisor.py``.)
 """
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import socket
 import threading
@@ -29,7 +33,9 @@ from runtime import metrics
 from runtime.broker.amqp import AmqpBroker
 from runtime.broker.enabled import EnabledServices
 from runtime.broker.http import HttpRpcClient
+from runtime.check import servers, wait_for_servers
 from runtime.config import Config
+from runtime.detect import MARKER_QUEUE, Mode, decide
 from runtime.erxes import ErxesClient
 from runtime.fence import Fence, install as install_fence
 from runtime.imap import connect
@@ -44,7 +50,7 @@ from runtime.standalone import Standalone
 from runtime.storage import Storage
 from runtime.tenants import Tenants, TenantStorage, with_tenant
 from web.app import WebDeps, make_app
-from web.ops import Probe
+from web.ops import Probe, ReadinessWatch
 from web.rpc import http_procedures
 
 __all__ = ["Runtime"]
@@ -72,8 +78,10 @@ class Runtime:
     _redis: redis.Redis | None = None
     _rpc_executor: concurrent.futures.ThreadPoolExecutor | None = None
     _probe: Probe | None = None
+    _watch: ReadinessWatch | None = None
     ownership: Leases | SoleOwner | None = None
     _fence_before: Fence | None = None
+    mode: Mode | None = None
 
     @property
     def ready(self) -> bool:
@@ -82,10 +90,14 @@ class Runtime:
     def start(self) -> None:
         fence = Fence.from_config(self.config)  # the OAuth2 token refresh deep in the IMAP settings uses it too
         self._fence_before = install_fence(fence)
+        wait_for_servers(servers(self.config), bound=self.config.startup_wait_seconds)
+        self._redis = redis_client(self.config, timeout=2.0)
+        self.mode = decide(self.config, redis_client=self._redis)  # ConfigError: STANDALONE=true beside erxes
+        logger.info("%s", self.mode.describe())
+        self.config = dataclasses.replace(self.config, standalone=self.mode.standalone)
         self.tenants = start_tenants(self.config)
         self.storage = self.tenants.facade()
-        self.broker = start_broker(self.config, self.tenants)
-        self._redis = redis_client(self.config, timeout=2.0)
+        self.broker = start_broker(self.config, self.tenants, marker=True)
         erxes = ErxesClient(erxes_transport(self.config, self.broker, self._redis),
                             customer_service=self.config.customer_service,
                             timeout=self.config.rpc_timeout, send_idempotency_keys=self.config.standalone)
@@ -111,13 +123,14 @@ class Runtime:
         self._rpc_executor = concurrent.futures.ThreadPoolExecutor(HTTP_RPC_WORKERS, thread_name_prefix="http-rpc")
         self._probe = Probe(storage=self.tenants.base, broker=self.broker, redis_client=self._redis,
                             node=self.ownership.status, integrations=lambda: [
-                                self.tenants.storage(s).integrations for s in self.tenants.known()])
+                                self.tenants.storage(s).integrations for s in self.tenants.known()],
+                            redis_required=self.config.leases == "redis", mode=self.mode.report())
         app = make_app(self.config, deps=WebDeps(
             ready=lambda: self.ready, rpc=http_procedures(rpc_table), tenants=self.tenants,
             rpc_executor=self._rpc_executor, probe=self._probe, storage=self.storage, supervisor=self.supervisor,
             sender=sender, push=PushIngest(storage=self.storage, pipeline=pipeline,
                                            timeout=self.config.rpc_timeout * 2)))
-        web = self._spawn(WebActor.start(app, port=self.config.port))
+        web = self._spawn(WebActor.start(app, port=self.config.port, host=self.config.bind_address))
         self.web_port = web.proxy().port.get(timeout=ASK_TIMEOUT)
         if isinstance(self.ownership, Leases):  # after the port is bound: the default node id names it
             self._spawn(LeaseKeeperActor.start(leases=self.ownership, supervisor=self.supervisor,
@@ -126,12 +139,17 @@ class Runtime:
             self.ownership.node_id = self.config.node_id or f"{socket.gethostname()}:{self.web_port}"
         self.registration = start_registration(self.config, self._redis, self.web_port, names)
         self._ready.set()
-        logger.info("imap-runtime is serving (HTTP port %d, standalone=%s)", self.web_port, self.config.standalone)
+        self._watch = ReadinessWatch(self._probe, ready=lambda: self.ready)
+        self._watch.start()
+        logger.info("imap-runtime is serving (HTTP %s:%d, %s)", self.config.bind_address, self.web_port,
+                    "standalone: the erxes emulation runs here" if self.config.standalone else "erxes mode")
 
     def stop(self) -> None:
         self._ready.clear()
+        if self._watch is not None:
+            self._watch.stop()
         if self.registration is not None:
-            self.registration.stop()
+            self.registration.stop(deregister=True)  # service:imap, when it still points at us
         for ref in reversed(self._actors):
             try:
                 ref.stop(timeout=15)
@@ -176,20 +194,26 @@ def start_ownership(config: Config, *, saas: bool) -> Leases | SoleOwner:
                   saas=saas, interrupt=MailboxActor.interrupt)
 
 
-def start_tenants(config: Config) -> Tenants:
+def start_tenants(config: Config, *, announce: bool = True) -> Tenants:
     tenants = Tenants(config.mongo_url, database=config.mongo_database, saas=config.version == "saas",
                       sealer=Sealer.from_setting(config.secret_keys))
     tenants.base.ping()
     tenants.ensure_indexes()
-    logger.info("MongoDB ready (database %s%s)", config.mongo_database,
-                ", one more per organisation: VERSION=saas" if tenants.saas else "")
+    if announce:
+            logger.info("MongoDB ready (database %s%s)", config.mongo_database,
+                    ", one more per organisation: VERSION=saas" if tenants.saas else "")
     return tenants
 
 
-def start_broker(config: Config, tenants: Tenants) -> AmqpBroker:
+def start_broker(config: Config, tenants: Tenants, *, marker: bool = False) -> AmqpBroker:
+    """The broker, with the emulation's consumers when ``config.standalone``. ``marker``: also consume
+    runtime/detect.py's marker queue (first, on the same connection), so other runtimes tell this emulation from
+    erxes; ``python -m runtime.emulator`` (erxes's stand-in) leaves it out."""
     broker = MeteredAmqpBroker(config.rabbitmq_url, prefix=config.message_broker_prefix,
                                rpc_timeout=config.rpc_timeout)
     if config.standalone:
+        if marker:
+            broker.consume(MARKER_QUEUE, lambda envelope: None)
         emulation = Standalone(tenants.facade(), customer_service=config.customer_service)
         tenants.on_new_tenant(Standalone.ensure_indexes)
         serve(broker, per_tenant(tenants, emulation.rpc_procedures()),

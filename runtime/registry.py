@@ -8,7 +8,9 @@ Registration, once the runtime serves (erxes's ``join`` and ``checkQueueName``):
 
 :class:`Registration` does it in a background thread: while Redis is unreachable it logs one WARNING and retries
 with capped backoff, so the runtime never fails to start for Redis; once done it re-asserts the keys every few
-minutes, in case Redis lost them. Lookup (:class:`ServiceDirectory`): ``service:<name>`` is the base HTTP address
+minutes, in case Redis lost them. A clean stop removes ``service:imap`` when it still holds this process's address
+(:func:`remove_address`: another replica that registered since keeps its key), so erxes never calls a stopped process
+at an address nobody serves. Lookup (:class:`ServiceDirectory`): ``service:<name>`` is the base HTTP address
 of another erxes service, for the HTTP transport.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from runtime.procedures import SERVICE
 __all__ = [
     "Registration",
     "ServiceDirectory",
+    "remove_address",
     "queue_actions",
     "redis_client",
     "register",
@@ -86,6 +89,15 @@ def register(client: redis.Redis, *, address: str, config_doc: dict[str, Any], a
     pipe.execute()
 
 
+# Delete KEYS[1] only while it holds ARGV[1]: one round trip, no window between the read and the delete.
+_DELETE_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def remove_address(client: redis.Redis, address: str) -> bool:
+    """Remove ``service:imap`` when it still points at ``address``; True when it did. Raises redis.RedisError."""
+    return bool(client.eval(_DELETE_IF, 1, f"service:{SERVICE}", address))
+
+
 class Registration:
     """Registers this service in Redis from a background thread; see the module docstring."""
 
@@ -116,12 +128,23 @@ class Registration:
         """True once the keys were written (at least once)."""
         return self._done.wait(timeout)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop retrying or refreshing. The keys stay, as with erxes (its ``leave`` removes nothing)."""
+    def stop(self, timeout: float = 5.0, *, deregister: bool = False) -> None:
+        """Stop retrying or refreshing. ``deregister``: also remove ``service:imap`` when it still holds our
+        address (a clean stop); ``service:config:imap`` and the queue names stay, as erxes's ``leave`` leaves
+        them."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if deregister and self._done.is_set():
+            try:
+                removed = remove_address(self._client, self._address)
+            except redis.RedisError as exc:
+                logger.warning("Could not remove service:%s from %s (%s): erxes may call %s until someone "
+                               "registers again", SERVICE, self._where, exc, self._address)
+                return
+            if removed:
+                logger.info("Removed service:%s (%s) from %s", SERVICE, self._address, self._where)
 
     def _run(self) -> None:
         outage = False

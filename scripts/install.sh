@@ -6,7 +6,10 @@
 #
 # Debian packages: dovecot-imapd dovecot-lmtpd dovecot-submissiond openssl procps python3-venv,
 #   + rabbitmq-server when nothing answers AMQP on 127.0.0.1:5672,
-#   + redis-server    when nothing answers PING on 127.0.0.1:6379.
+#   + redis-server    when it is not installed (scripts/run.sh runs a private instance, so the demo never
+#                     writes into a Redis that erxes may share).
+#   apt never removes a package (--no-remove): one that conflicts (say another IMAP server) is named in one
+#   line and nothing is changed. apt's progress is shown every few seconds (the first run takes ~20-60 s).
 #   The packages' own system services are kept from starting (policy-rc.d while apt runs) and, on a
 #   systemd host, disabled: scripts/services.sh runs private loopback-only instances instead.
 #   `apt-get update` runs once, and only when something has to be installed.
@@ -43,7 +46,8 @@ PKGS=(dovecot-imapd dovecot-lmtpd dovecot-submissiond openssl procps python3-ven
 rabbit_note="rabbitmq: 127.0.0.1:5672 answers"
 if ! amqp_answers 5672; then PKGS+=(rabbitmq-server); rabbit_note="rabbitmq-server for a private node"; fi
 redis_note="redis: 127.0.0.1:6379 answers"
-if ! redis_answers 6379; then PKGS+=(redis-server); redis_note="redis-server for a private instance"; fi
+redis_answers 6379 || redis_note="redis-server for a private instance"
+command -v redis-server >/dev/null || installed redis-server || PKGS+=(redis-server)
 
 need=()
 for p in "${PKGS[@]}"; do installed "$p" || need+=("$p"); done
@@ -56,10 +60,25 @@ if ((${#need[@]})); then
   fi
   cleanup() { if ((guard)); then rm -f /usr/sbin/policy-rc.d; fi; }
   trap cleanup EXIT
-  echo "install: apt-get install ${need[*]}" >&2
-  apt-get update -qq || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" \
-    >/tmp/imap-runtime-apt.log 2>&1 || { tail -30 /tmp/imap-runtime-apt.log >&2; die "apt-get install failed (log: /tmp/imap-runtime-apt.log)"; }
+  LOG=/tmp/imap-runtime-apt.log
+  echo "install: apt-get update, then install ${need[*]} (the first run takes about 20-60 s; log: $LOG)" >&2
+  apt_progress() { # pid: a line every 5 s while apt runs, with its latest words
+    local t0=$SECONDS
+    while kill -0 "$1" 2>/dev/null; do
+      sleep 1
+      (( (SECONDS - t0) % 5 == 0 )) && echo "install: ... $((SECONDS - t0)) s: $(tail -n 1 "$LOG" 2>/dev/null | cut -c1-100)" >&2
+    done
+    wait "$1"
+  }
+  apt-get update -q >"$LOG" 2>&1 &
+  apt_progress $! || { tail -20 "$LOG" >&2; die "apt-get update failed (log: $LOG)"; }
+  # never remove anything: a package that conflicts is named, and nothing is changed
+  removals=$(DEBIAN_FRONTEND=noninteractive apt-get install -s --no-install-recommends "${need[@]}" 2>/dev/null |
+    awk '/^Remv /{print $2}' | tr '\n' ' ' || true)
+  [[ -z "${removals// /}" ]] || die "installing ${need[*]} would remove ${removals% } (a conflicting package); nothing was changed: remove it yourself or use another machine"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-remove --no-install-recommends "${need[@]}" \
+    >>"$LOG" 2>&1 &
+  apt_progress $! || { tail -30 "$LOG" >&2; die "apt-get install failed (log: $LOG)"; }
   if [[ -d /run/systemd/system ]]; then   # systemd host: the units got enabled anyway -> off
     units=()
     for p in "${need[@]}"; do

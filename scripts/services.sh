@@ -20,7 +20,9 @@
 #                              stopped by us), else a private node (scripts/rabbit.sh, STATE_DIR/rabbit)
 #                              on $PRIVATE_AMQP_PORT (10672; +1 Erlang distribution, +2 its own epmd)
 #   Redis                      127.0.0.1:$SYSTEM_REDIS_PORT (6379) when it answers PING (never stopped
-#                              by us), else a private redis-server on $PRIVATE_REDIS_PORT (6379), no persistence
+#                              by us), else a private redis-server on $PRIVATE_REDIS_PORT (6379), no persistence;
+#                              PRIVATE_REDIS=1: always the private one (scripts/run.sh: nothing of the demo
+#                              lands in a Redis that erxes may share)
 # STATE_DIR is created 0755; it and every parent must be traversable by user 'dovecot' (so not
 # pytest's 0700 temp dirs): use e.g. /tmp/imap-runtime/NAME. Needs scripts/install.sh first.
 set -euo pipefail
@@ -66,7 +68,7 @@ alive() {
 cmdline() { # PID -> $CMDLINE (arguments joined by spaces); builtins only: cheap enough to scan /proc
   local -a a=()
   CMDLINE=""
-  mapfile -d '' a < "/proc/$1/cmdline" 2>/dev/null || return 1
+  mapfile -d '' a 2>/dev/null < "/proc/$1/cmdline" || return 1
   CMDLINE="${a[*]}"
 }
 owns() { cmdline "$1" && [[ "$CMDLINE" == *"$2"* ]]; }
@@ -305,10 +307,10 @@ start_redis() {
     REDIS_PORT_USED=$priv; NOTES+=("redis :$priv (private, running)"); return
   fi
   rm -f "$STATE/redis.started" "$STATE/redis.pid"
-  if redis_answers "$sys"; then
+  if [[ "${PRIVATE_REDIS:-0}" != 1 ]] && redis_answers "$sys"; then
     REDIS_PORT_USED=$sys; NOTES+=("redis :$sys (shared)"); return
   fi
-  port_open "$priv" && die "nothing answers PING on 127.0.0.1:$sys and 127.0.0.1:$priv is taken by something else: set PRIVATE_REDIS_PORT"
+  port_open "$priv" && die "a private redis-server needs 127.0.0.1:$priv, which something else holds: set PRIVATE_REDIS_PORT"
   command -v redis-server >/dev/null || die "redis-server is not installed: run scripts/install.sh"
   mkdir -p "$STATE/log"
   echo "$priv" > "$STATE/redis.started"

@@ -114,6 +114,7 @@ def delete_queues(amqp_url: str, suffix: str) -> None:
         fake = Standalone.__new__(Standalone)
         fake._customer_service = svc  # type: ignore[attr-defined]
         names += [*Standalone.rpc_procedures(fake), *Standalone.plain_procedures(fake)]
+    names.append("imap-runtime:emulation")  # runtime/detect.py's marker of an in-process emulation
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         channel = conn.channel()

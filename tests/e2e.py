@@ -21,9 +21,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def runtime_config(services: dict[str, str], *, mongo_url: str, prefix: str, **overrides: Any) -> Config:
-    """The tests' configuration. The outbound fence lets loopback through (the OAuth2 server of
-    tests/oauthserver.py and the attachment servers run on 127.0.0.1); a test of the fence turns it off."""
+    """The suite's runtime: standalone (the erxes emulation in-process) unless a test says otherwise. The outbound
+    fence lets loopback through (the OAuth2 server of tests/oauthserver.py and the attachment servers run on
+    127.0.0.1); a test of the fence turns it off."""
     overrides = {"outbound_allow_loopback_http": True, **overrides}
+    overrides.setdefault("standalone", True)
     return load_config(REPO / "configs.json", environ={}).with_overrides(
         port=0, mongo_url=mongo_url, rabbitmq_url=services["RABBITMQ_HOST"], message_broker_prefix=prefix,
         redis_host=services.get("REDIS_HOST", "127.0.0.1"), redis_port=int(services.get("REDIS_PORT", 6379)),

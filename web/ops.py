@@ -1,11 +1,15 @@
 """Operations routes: ``GET /ready`` (readiness, for load balancers and orchestrators) and ``GET /metrics``.
 
 ``/ready`` answers JSON ``{"mongo": "ok"|<error>, "rabbitmq": ..., "redis": ..., "mailboxes": {<state>: n},
-"node": {"id", "leases", "nodes", "target"}}`` (``node``: this node's id and the leases it holds, see
-``docs/scaling.md``) with
-HTTP 200 only while the runtime serves and MongoDB and RabbitMQ are reachable (Redis is reported, not required:
-it only matters for discovery); 503 otherwise. ``mailboxes`` counts ``imap_integrations.state`` (null when
-MongoDB does not answer). ``/metrics`` is the Prometheus text format (:mod:`runtime.metrics`).
+"node": {"id", "leases", "nodes", "target"}, "mode": {"standalone", "setting", "reason"}, "serving": bool,
+"missing": [<one line each>, only when not ready]}`` (``node``: this node's id and the leases it holds, see ``docs/scaling.md``;
+``mode``: whether the erxes emulation runs and why, runtime/detect.py) with HTTP 200 only while the runtime serves
+and MongoDB, RabbitMQ and, with leases in Redis (``LEASES=redis``: without Redis no mailbox is listened to), Redis
+answer; else 503, and ``missing`` names what is missing. ``mailboxes`` counts ``imap_integrations.state`` (null
+when MongoDB does not answer). ``/metrics`` is the Prometheus text format (:mod:`runtime.metrics`).
+
+:class:`ReadinessWatch` asks the same questions every few seconds and logs what is missing: a WARNING when it
+changes, repeated at most once a minute while it lasts, and an INFO line once all is back.
 
 Every check blocks for at most the :class:`Probe`'s timeout and runs on the probe's own small executor, never on
 the IOLoop, so a slow MongoDB delays the answer but not the server, and busy RPC handlers cannot starve it.
@@ -17,6 +21,8 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import threading
+import time
 from typing import Any, Callable
 
 import pymongo
@@ -27,7 +33,7 @@ from pymongo.errors import PyMongoError
 
 from runtime import metrics
 
-__all__ = ["MetricsHandler", "Probe", "ReadyHandler", "ops_routes"]
+__all__ = ["MetricsHandler", "Probe", "ReadinessWatch", "ReadyHandler", "ops_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +46,11 @@ class Probe:
 
     def __init__(self, *, storage: Any, broker: Any, redis_client: redis.Redis | None, timeout: float = 2.0,
                  workers: int = 4, node: Callable[[], dict[str, Any]] | None = None,
-                 integrations: Callable[[], list[Any]] | None = None) -> None:
-        self.node = node or (lambda: {})  # this node's id and leases (no I/O: runtime.leases keeps them)
+                 integrations: Callable[[], list[Any]] | None = None, redis_required: bool = False,
+                 mode: dict[str, Any] | None = None) -> None:
+        self.node = node or (lambda: {})
+        self.redis_required = redis_required  # leases live in Redis: without it no mailbox is listened to
+        self.mode = mode  # this node's id and leases (no I/O: runtime.leases keeps them)
         self._storage = storage
         # the imap_integrations collections to count (every tenant's with VERSION=saas)
         self._integrations = integrations or (lambda: [storage.integrations])
@@ -87,8 +96,67 @@ class Probe:
             return None
         return counts
 
+    def missing(self, *, serving: bool, mongo: str, rabbitmq: str, redis_state: str) -> list[str]:
+        """What keeps the runtime from serving, one line each (empty: ready)."""
+        out = [] if serving else ["not serving yet (starting or stopping)"]
+        if mongo != OK:
+            out.append(f"MongoDB: {mongo}")
+        if rabbitmq != OK:
+            out.append(f"RabbitMQ: {rabbitmq}")
+        if self.redis_required and redis_state != OK:
+            out.append(f"Redis (the leases live there: no mailbox is listened to): {redis_state}")
+        return out
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ReadinessWatch:
+    """Logs what keeps the runtime from being ready, at a bounded rate (see the module docstring)."""
+
+    def __init__(self, probe: Probe | None, *, ready: Callable[[], bool], every: float = 5.0,
+                 repeat: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._probe = probe
+        self._ready = ready
+        self._every = every
+        self._repeat = repeat
+        self._clock = clock
+        self._last: list[str] = []
+        self._logged_at = 0.0
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> list[str]:
+        """One round: ask, log when due; returns what is missing."""
+        probe = self._probe
+        if probe is None:
+            return []
+        missing = probe.missing(serving=self._ready(), mongo=probe.mongo(), rabbitmq=probe.rabbitmq(),
+                                redis_state=probe.redis() if probe.redis_required else OK)
+        now = self._clock()
+        if missing and (missing != self._last or now - self._logged_at >= self._repeat):
+            logger.warning("Not ready: %s", "; ".join(missing))
+            self._logged_at = now
+        elif not missing and self._last:
+            logger.info("Ready again: MongoDB, RabbitMQ%s answer", " and Redis" if probe.redis_required else "")
+        self._last = missing
+        return missing
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="readiness-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._every):
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - a watch must not die; the next round tries again
+                logger.exception("readiness check failed")
 
 
 class ReadyHandler(tornado.web.RequestHandler):
@@ -109,9 +177,18 @@ class ReadyHandler(tornado.web.RequestHandler):
             report = {"mongo": mongo, "rabbitmq": rabbit, "redis": red, "mailboxes": states}
             if probe.node():
                 report["node"] = probe.node()
+            if probe.mode is not None:
+                report["mode"] = probe.mode
         serving = self.ready()
         report["serving"] = serving
-        if not (serving and report["mongo"] == OK and report["rabbitmq"] == OK):
+        if probe is None:
+            missing = ([] if serving else ["not serving yet (starting or stopping)"]) + [
+                "MongoDB: unknown", "RabbitMQ: unknown"]  # nothing to ask them with
+        else:
+            missing = probe.missing(serving=serving, mongo=report["mongo"], rabbitmq=report["rabbitmq"],
+                                    redis_state=report["redis"])
+        if missing:
+            report["missing"] = missing
             self.set_status(503)
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps(report))

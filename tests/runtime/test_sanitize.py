@@ -109,10 +109,78 @@ def test_attachment_url_quotes_every_part() -> None:
 
 
 def test_clean_style_keeps_only_harmless_declarations() -> None:
-    assert clean_style("color: red; position: fixed; top: 0") == "color:red; top:0"
+    assert clean_style("color: red; position: fixed; top: 0") == "color:red"
     assert clean_style("background: url(x)") is None
     assert clean_style("font-family: 'Segoe UI', sans-serif") == "font-family:'Segoe UI', sans-serif"
     assert clean_style("color: red /* x */") is None
+
+
+OVERLAY = [
+    '<div style="position:fixed;top:0;left:0;width:100%;height:100%">Your session expired, log in</div>',
+    '<div style="position: sticky; top: 0">x</div>',
+    '<div style="POSITION:absolute">x</div>',
+    '<div style="transform: translate(-400px, -300px)">x</div>',
+    '<div style="translate: 10px 10px; rotate: 5deg; scale: 40">x</div>',
+    '<div style="z-index: 2147483647">x</div>',
+    '<div style="margin-top:-9999px">x</div>',
+    '<div style="margin: 0 0 0 -500px">x</div>',
+    '<div style="margin-left: -.5in">x</div>',
+    '<div style="margin-top: calc(0px - 9999px)">x</div>',
+    '<div style="margin-top: min(-1px, 0px)">x</div>',
+    '<div style="top:-9999px; left:-9999px; inset: -100px; right: 0; bottom: 0">x</div>',
+    '<div style="offset-path: path(\'M0 0 L900 900\'); offset-distance: 100%">x</div>',
+    '<div style="zoom: 40">x</div>',
+    '<div style="outline: 9999px solid white">x</div>',
+    '<div style="box-shadow: 0 0 0 9999px white">x</div>',
+    '<div style="animation: slide 1s">x</div>',
+    '<div style="text-indent: -9999px">x</div>',
+    '<div style="float:left; margin-right:-100%">x</div>',
+]
+OVERLAY_PROPERTY = re.compile(r"position|fixed|sticky|absolute|transform|translate|rotate|scale|z-index|top:|left:|"
+                              r"inset|offset|zoom|outline|shadow|animation|calc|min\(|:-|\s-[.\d]", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("html", OVERLAY)
+def test_nothing_positions_transforms_or_pulls_content_over_the_ui(html: str) -> None:
+    out = clean(html)
+    style = " ".join(re.findall(r'style="([^"]*)"', out))
+    assert not OVERLAY_PROPERTY.search(style), out
+    assert ">x<" in out or "log in" in out  # the text itself stays
+
+
+CLOBBER = [
+    '<a name="currentUser">x</a>', '<a id="root" href="https://a.example/">x</a>', '<img name="getElementById">',
+    '<img id="x" alt="a">', '<form name="location"><input name="href"></form>', '<div id="app">x</div>',
+    '<p name="x">x</p>', '<map name="m"><area name="a" href="https://a.example/"></map>',
+    '<object name="o"></object>', '<embed name="e">', '<iframe name="parent"></iframe>',
+]
+
+
+@pytest.mark.parametrize("html", CLOBBER)
+def test_no_id_or_name_attribute_survives(html: str) -> None:
+    out = clean(html)
+    assert not re.search(r"\s(?:id|name)\s*=", out, re.IGNORECASE), out
+
+
+def test_mail_formatting_styles_survive() -> None:
+    assert clean_style("color:#333; font-size:14px; margin:0 0 8px; padding: 4px 8px; border-top: 1px solid #ccc;"
+                       " width: 600px; display: inline-block; mso-line-height-rule: exactly; line-height: 1.4") == (
+        "color:#333; font-size:14px; margin:0 0 8px; padding:4px 8px; border-top:1px solid #ccc; width:600px; "
+        "display:inline-block; mso-line-height-rule:exactly; line-height:1.4")
+    assert clean_style("font-family: Segoe-UI, sans-serif; white-space: pre-wrap") == (
+        "font-family:Segoe-UI, sans-serif; white-space:pre-wrap")
+
+
+def test_outward_html_is_sanitize_html() -> None:
+    from runtime.sanitize import outward_html, outward_message_html
+
+    html = '<p style="position:fixed">x<img src="cid:logo@shop.example"><script>1</script></p>'
+    assert outward_html(html) == sanitize_html(html) == "<p>x<img></p>"
+    assert outward_html(None) == ""
+    doc = {"_id": "65a1b2c3d4e5f60718293a4b", "inboxIntegrationId": "inbox-1", "body": html,
+           "attachments": ATTACHMENTS}
+    assert outward_message_html(doc, url_prefix="/pl:imap") == clean(html)
+    assert outward_message_html(doc, "<b>part</b><i name=x>i</i>") == "<b>part</b><i>i</i>"
 
 
 def test_mail_client_classes_survive_others_do_not() -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -210,3 +211,54 @@ def test_conversation_detail_serves_sanitised_html_and_keeps_the_stored_body() -
     assert ('src="/pl:imap/read-mail-attachment?messageId=65a1b2c3d4e5f60718293a4b&amp;integrationId=inbox-1'
             '&amp;filename=logo+image.png"') in data["newContent"]
     assert data["replies"].startswith('<div class="gmail_quote">On Mon, Bob wrote:')
+
+
+def test_the_message_inserted_event_carries_sanitised_content() -> None:
+    """Issue 12 item 1: inbox passes the event's content to the UI's subscription and to mobile notifications."""
+    from runtime.erxes import ErxesClient
+
+    class Transport:
+        published: list[tuple[str, Any]] = []
+
+        def publish(self, queue: str, data: Any, *, subdomain: str = "os", timeout: float = 10.0) -> None:
+            self.published.append((queue, data))
+
+    transport = Transport()
+    body = "<p>Where is my order?</p>" + "".join(HOSTILE)
+    client = ErxesClient(transport)  # type: ignore[arg-type]
+    client.message_inserted("os", message_id="m1", content=body, conversation_id="c1")
+    [(queue, data)] = transport.published
+    assert queue == "inbox:conversationClientMessageInserted" and data["_id"] == "m1"
+    assert data["conversationId"] == "c1" and "<p>Where is my order?</p>" in data["content"]
+    assert not FORBIDDEN.search(data["content"]), data["content"]
+
+
+def test_conversation_detail_splits_a_mail_once_and_keeps_the_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 item 3: the split is computed on first view, kept with the message, and rebuilt from that record."""
+    import web.schema
+    from runtime.quoting import SPLIT_VERSION, split_record
+
+    class Storage:
+        kept: list[tuple[Any, dict[str, Any]]] = []
+
+        def remember_split(self, message_id: Any, record: dict[str, Any]) -> None:
+            self.kept.append((message_id, record))
+
+    made: list[str] = []
+
+    def counting(body: str) -> dict[str, Any]:
+        made.append(body)
+        return split_record(body)
+
+    monkeypatch.setattr(web.schema, "split_record", counting)
+    body = '<div>new <i name="x">n</i></div><div class="gmail_quote">old<script>1</script></div>'
+    doc: dict[str, Any] = {"_id": "m1", "inboxIntegrationId": "inbox-1", "body": body}
+    storage = Storage()
+    first = web.schema.mail_data(doc, storage=storage)
+    [(message_id, record)] = storage.kept
+    assert message_id == "m1" and record["v"] == SPLIT_VERSION and made == [body]
+    doc["split"] = record
+    assert web.schema.mail_data(doc, storage=storage) == first and made == [body] and len(storage.kept) == 1
+    assert first["newContent"] == "<div>new <i>n</i></div>" and first["replies"] == '<div class="gmail_quote">old</div>'
+    doc["split"] = {**record, "v": SPLIT_VERSION - 1}  # a record of an older version is made again
+    assert web.schema.mail_data(doc, storage=storage) == first and made == [body, body]

@@ -27,6 +27,7 @@ renders it with ``dangerouslySetInnerHTML``) and the ``content`` of ``inbox:conv
 """
 from __future__ import annotations
 
+import html as html_lib
 import logging
 import re
 import urllib.parse
@@ -35,7 +36,8 @@ from typing import Any
 
 import nh3
 
-__all__ = ["attachment_url", "clean_style", "outward_html", "outward_message_html", "sanitize_html"]
+__all__ = ["attachment_url", "clean_style", "costly_markup", "outward_html", "outward_message_html", "sanitize_html",
+           "text_only"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +139,10 @@ def sanitize_html(html: str, *, attachments: Iterable[dict[str, Any]] = (), mess
     """``html`` safe to render in the UI; ``cid:`` images point at the message's own attachments."""
     if not html:
         return html or ""
+    too_costly = costly_markup(html)
+    if too_costly:
+        logger.info("A mail body (%d characters) is served as text: %s", len(html), too_costly)
+        return text_only(html)
     by_cid: dict[str, str] = {}
     for att in attachments:
         if isinstance(att, dict) and att.get("contentId") and att.get("filename"):
@@ -165,4 +171,72 @@ def sanitize_html(html: str, *, attachments: Iterable[dict[str, Any]] = (), mess
                          set_tag_attribute_values={"a": {"target": "_blank"}})
     except Exception:  # a sanitiser failure must never serve the raw HTML
         logger.exception("Could not sanitise a mail body (%d characters); serving its text only", len(html))
-        return nh3.clean(html, tags=set(), clean_content_tags=set(_DROP_WITH_CONTENT))
+        return text_only(html)
+
+
+# -- bounded work: markup the HTML5 tree builder (html5ever, under nh3) would take quadratic time or space on -------
+# Deep nesting costs html5ever O(depth) per block tag ("is a <p> in button scope?"): 100 KB of "<div>" took 1.1 s.
+# Formatting elements closed implicitly stay in its list of active formatting elements and are re-opened before
+# every piece of text (the HTML5 "reconstruct" step; identical ones only up to three, the Noah's Ark clause):
+# 70 KB of '<p><b a=N>x</p>' took 8.6 s and came out as 56 MB. Such bodies are served as their text.
+FAST_TAGS = 300          # at most this many "<": no markup of that size is costly, no scan
+MAX_TAGS = 100_000       # more tags than this: text
+MAX_DEPTH = 512          # elements open at once (browsers' parsers stop nesting at 512 too)
+MAX_LINGERING = 200      # distinct formatting elements left open by another element's end tag, or never closed
+_FORMATTING = frozenset({"a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong", "tt",
+                         "u"})
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "keygen", "link", "meta", "param",
+                   "source", "track", "wbr"})
+_TAG_SCAN = re.compile(r"<(/?)([a-zA-Z][^\t\n\f\r />]*+)([^>]*+)")
+_STRIP = re.compile(r"<!--.*?(?:-->|\Z)|<(/?)([a-zA-Z][^\t\n\f\r />]*+)?[^>]*+(?:>|\Z)", re.DOTALL)
+_HIDDEN_CONTENT = re.compile(r"<(script|style|title|template|xml)\b.*?(?:</\1\s*>|\Z)", re.IGNORECASE | re.DOTALL)
+_BREAKING = frozenset({"br", "p", "div", "tr", "li", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "table",
+                       "pre", "hr", "dd", "dt", "ul", "ol"})
+
+
+def costly_markup(html: str) -> str | None:
+    """Why sanitising ``html`` would take more than linear work, or None. One scan of its tags (a conservative
+    estimate: tags inside comments or attribute values count too)."""
+    if html.count("<") <= FAST_TAGS:
+        return None
+    stack: list[tuple[str, str]] = []
+    open_tags: dict[str, int] = {}
+    lingering: set[tuple[str, str]] = set()
+    depth = tags = 0
+    for match in _TAG_SCAN.finditer(html):
+        tags += 1
+        closing, tag, attrs = match.group(1), match.group(2).lower(), match.group(3)
+        if not closing:
+            if tag not in _VOID:
+                stack.append((tag, attrs))
+                open_tags[tag] = open_tags.get(tag, 0) + 1
+                depth = max(depth, len(stack))
+        elif open_tags.get(tag):
+            while True:
+                element = stack.pop()
+                open_tags[element[0]] -= 1
+                if element[0] == tag:
+                    break
+                if element[0] in _FORMATTING:
+                    lingering.add(element)
+        if tags > MAX_TAGS or depth > MAX_DEPTH or len(lingering) > MAX_LINGERING:
+            break
+    lingering.update(element for element in stack if element[0] in _FORMATTING)
+    if tags > MAX_TAGS:
+        return f"more than {MAX_TAGS} tags"
+    if depth > MAX_DEPTH:
+        return f"elements nested more than {MAX_DEPTH} deep"
+    if len(lingering) > MAX_LINGERING:
+        return f"more than {MAX_LINGERING} formatting elements left open"
+    return None
+
+
+def text_only(html: str) -> str:
+    """The text of ``html`` as inert HTML: every tag and comment removed (block ends as line breaks), escaped."""
+    def tag(match: re.Match[str]) -> str:
+        name = (match.group(2) or "").lower()
+        return "\n" if name in _BREAKING else ""
+
+    text = html_lib.unescape(_STRIP.sub(tag, _HIDDEN_CONTENT.sub("", html)))
+    text = re.sub(r"\n\s*\n\s*\n+", "\n\n", text).strip()
+    return "<div>" + html_lib.escape(text, quote=False).replace("\n", "<br>") + "</div>"

@@ -262,3 +262,33 @@ def test_conversation_detail_splits_a_mail_once_and_keeps_the_record(monkeypatch
     assert first["newContent"] == "<div>new <i>n</i></div>" and first["replies"] == '<div class="gmail_quote">old</div>'
     doc["split"] = {**record, "v": SPLIT_VERSION - 1}  # a record of an older version is made again
     assert web.schema.mail_data(doc, storage=storage) == first and made == [body, body]
+
+
+# -- bounded work: markup html5ever would spend quadratic time on is served as its text ----------------------------
+def test_markup_that_costs_the_tree_builder_more_than_linear_work_is_served_as_inert_text():
+    from runtime.sanitize import costly_markup
+
+    deep = "<div>" * 20_000 + "deep text"
+    lingering = "".join(f"<p><b a={n}>x</p>" for n in range(5_000))
+    assert costly_markup(deep) is not None and "nested" in costly_markup(deep)
+    assert costly_markup(lingering) is not None and "formatting" in costly_markup(lingering)
+    for hostile in (deep, lingering):
+        out = sanitize_html(hostile + "<script>alert(1)</script><img src=x onerror=alert(2)>")
+        assert "<script" not in out and "onerror" not in out and "<img" not in out
+        assert out.startswith("<div>") and ("deep text" in out or "x" in out)
+
+
+def test_ordinary_mail_is_not_treated_as_costly():
+    from runtime.sanitize import costly_markup
+
+    table = "<table>" + "<tr><td><b>cell</b></td><td><i>x</i></td></tr>" * 2_000 + "</table>"
+    assert costly_markup(table) is None
+    assert costly_markup("<p>" + "<br>" * 5_000 + "</p>") is None
+
+
+def test_text_only_escapes_and_keeps_line_breaks():
+    from runtime.sanitize import text_only
+
+    out = text_only("<p>a &lt;b&gt;</p><script>evil()</script><div>c</div><!-- hidden -->")
+    assert "evil" not in out and "hidden" not in out and "<p>" not in out
+    assert "a &lt;b&gt;" in out and "<br>" in out and "c" in out

@@ -11,6 +11,7 @@ import logging
 from typing import Any, Protocol
 
 from runtime.errors import BrokerError, RequestError
+from runtime.sanitize import outward_html
 
 __all__ = ["ErxesClient", "RpcTransport"]
 
@@ -69,9 +70,10 @@ class ErxesClient:
         return str(reply["_id"])
 
     def message_inserted(self, subdomain: str, *, message_id: str, content: str, conversation_id: str) -> None:
-        self._transport.publish("inbox:conversationClientMessageInserted",
-                                {"_id": message_id, "content": content, "conversationId": conversation_id},
-                                subdomain=subdomain)
+        """``content`` is a mail's HTML: inbox passes it to the UI's subscription and to mobile notifications, so it
+        leaves sanitised (``runtime.sanitize.outward_html``; no attachment route, so ``cid:`` images show their alt)."""
+        data = {"_id": message_id, "content": outward_html(content), "conversationId": conversation_id}
+        self._transport.publish("inbox:conversationClientMessageInserted", data, subdomain=subdomain)
 
     def change_status(self, subdomain: str, conversation_id: str, status: str) -> None:
         if status not in ("closed", "new"):

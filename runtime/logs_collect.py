@@ -4,6 +4,10 @@
 ``contactsId``; the items are the stored messages from or to (To, Cc, Bcc) one of them, newest first, plus the
 messages ingested for that customer (``customerId``). The reply's ``data`` is wrapped once more, as core reads it:
 ``{"status": "success", "data": [{_id, contentType: "imap:customer", createdAt, contentTypeDetail}]}``.
+
+erxes's ``ActivityLog.tsx`` renders ``contentTypeDetail.body`` as HTML (``dangerouslySetInnerHTML``): the body goes
+out through ``runtime.sanitize.outward_html``, as ``imapConversationDetail``'s does (the stored body stays raw), and
+the runtime's own fields (``split``) stay home.
 """
 from __future__ import annotations
 
@@ -11,14 +15,17 @@ import datetime as dt
 import re
 from typing import Any
 
+from runtime.sanitize import outward_message_html
+
 __all__ = ["CONTENT_TYPE", "MAX_ITEMS", "collect_items"]
 
 CONTENT_TYPE = "imap:customer"
 MAX_ITEMS = 500  # newest first; keeps one reply well under the transports' size limits
 ADDRESS_FIELDS = ("from", "to", "cc", "bcc")
+INTERNAL_FIELDS = ("split",)  # the runtime's own bookkeeping, not erxes's message
 
 
-def collect_items(storage: Any, envelope: dict[str, Any]) -> dict[str, Any]:
+def collect_items(storage: Any, envelope: dict[str, Any], *, url_prefix: str = "") -> dict[str, Any]:
     data = envelope.get("data") if isinstance(envelope, dict) else None
     content_id = data.get("contentId") if isinstance(data, dict) else None
     if not isinstance(content_id, str) or not content_id.strip():
@@ -34,8 +41,16 @@ def collect_items(storage: Any, envelope: dict[str, Any]) -> dict[str, Any]:
              "ingestState": {"$ne": "pending"}}
     messages = storage.messages.find(query, sort=[("createdAt", -1), ("_id", -1)], limit=MAX_ITEMS)
     items = [{"_id": str(m["_id"]), "contentType": CONTENT_TYPE, "createdAt": _plain(m.get("createdAt")),
-              "contentTypeDetail": _plain(m)} for m in messages]
+              "contentTypeDetail": _plain(outward_message(m, url_prefix))} for m in messages]
     return {"status": "success", "data": items}
+
+
+def outward_message(doc: dict[str, Any], url_prefix: str = "") -> dict[str, Any]:
+    """A stored message as it may leave the runtime: its body sanitised, without the runtime's own fields."""
+    out = {k: v for k, v in doc.items() if k not in INTERNAL_FIELDS}
+    if "body" in out:
+        out["body"] = outward_message_html(doc, url_prefix=url_prefix)
+    return out
 
 
 def _plain(value: Any) -> Any:

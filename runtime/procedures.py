@@ -32,7 +32,9 @@ DETAIL_FIELDS = ("host", "smtpHost", "smtpPort", "smtpTls", "mainUser", "user", 
 
 class ImapProcedures:
     def __init__(self, *, storage: Any, supervisor: Any, sender: Any = None, timeout: float = 30.0,
-                 on_tenant: Callable[[str], None] = lambda subdomain: None, ownership: Any = None) -> None:
+                 on_tenant: Callable[[str], None] = lambda subdomain: None, ownership: Any = None,
+                 attachment_url_prefix: str = "") -> None:
+        self._url_prefix = attachment_url_prefix  # where cid: images of collectItems' bodies point
         self._ownership = ownership  # runtime.leases.Leases (several nodes), or None
         self._on_tenant = on_tenant  # records a tenant that now has integrations (saas)
         self._storage = storage
@@ -123,7 +125,7 @@ class ImapProcedures:
 
     def collect_items(self, envelope: dict[str, Any]) -> dict[str, Any]:
         """core's activity log: wrapped twice (``{status, data}`` inside the reply's data), as core reads it."""
-        return collect_items(self._storage, envelope)
+        return collect_items(self._storage, envelope, url_prefix=self._url_prefix)
 
     def listen(self, envelope: dict[str, Any]) -> None:
         data = _data(envelope)

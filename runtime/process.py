@@ -117,7 +117,8 @@ class Runtime:
                             imap_factory=self.imap_factory, max_attachment_bytes=self.config.max_mail_bytes,
                             fence=fence)
         procedures = ImapProcedures(storage=self.storage, supervisor=self.supervisor, sender=sender,
-                                    timeout=ASK_TIMEOUT, on_tenant=self.tenants.remember, ownership=self.ownership)
+                                    timeout=ASK_TIMEOUT, on_tenant=self.tenants.remember, ownership=self.ownership,
+                                    attachment_url_prefix=self.config.attachment_url_prefix)
         rpc_table = per_tenant(self.tenants, procedures.rpc_procedures())
         names = serve(self.broker, rpc_table, per_tenant(self.tenants, procedures.plain_procedures()))
         self._rpc_executor = concurrent.futures.ThreadPoolExecutor(HTTP_RPC_WORKERS, thread_name_prefix="http-rpc")

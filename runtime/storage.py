@@ -398,6 +398,14 @@ class Storage:
         return list(self.messages.find({"inboxConversationId": conversation_id,
                                         "ingestState": {"$ne": PENDING}}).sort("createdAt", 1))
 
+    def remember_split(self, message_id: Any, record: dict[str, Any]) -> None:
+        """Keep a message's quote split (``runtime.quoting.split_record``) so it is computed once; never raises
+        (the next view computes it again)."""
+        try:
+            self.messages.update_one({"_id": message_id}, {"$set": {"split": record}})
+        except PyMongoError as exc:
+            logger.warning("Could not keep the quote split of message %s: %s", message_id, exc)
+
     # -- quarantine ---------------------------------------------------------------------------------------------------
     def quarantine_mail(self, inbox_id: str, folder: str, uidvalidity: int, uid: int, reason: str, *,
                         raw: bytes | None = None, size: int | None = None) -> None:

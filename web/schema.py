@@ -33,8 +33,8 @@ from graphql.language import (
 from graphql.utilities import value_from_ast_untyped
 
 from runtime.procedures import public_details
-from runtime.quoting import split_quoted
-from runtime.sanitize import sanitize_html
+from runtime.quoting import from_record, split_record
+from runtime.sanitize import outward_message_html
 from web.auth import require_user
 
 __all__ = ["LOGS_LIMIT", "federation_sdl", "jsonable", "schema"]
@@ -163,14 +163,22 @@ def _addresses(entries: Any) -> list[dict[str, Any]]:
             for e in entries or [] if isinstance(e, dict)]
 
 
-def mail_data(doc: dict[str, Any], url_prefix: str = "") -> dict[str, Any]:
+def mail_data(doc: dict[str, Any], url_prefix: str = "", *, storage: Any = None) -> dict[str, Any]:
     """The ``mailData`` of one stored message, as erxes's UI reads it; the HTML sanitised (runtime.sanitize), with
-    ``cid:`` images pointing at ``<url_prefix>/read-mail-attachment``. The stored body is left as it came."""
+    ``cid:`` images pointing at ``<url_prefix>/read-mail-attachment``. The stored body is left as it came.
+
+    The quote split is made once: its record (``runtime.quoting.split_record``) is kept in the message's ``split``
+    field through ``storage``, and a later view rebuilds the halves from it (a record of an older version, or of
+    another body, is made again). Sanitising happens at every view, so a sanitiser change applies at once."""
     raw = doc.get("body") or ""
-    quoted = split_quoted(raw)
-    clean = functools.partial(sanitize_html, attachments=doc.get("attachments") or [],
-                              message_id=str(doc.get("_id", "")),
-                              integration_id=str(doc.get("inboxIntegrationId") or ""), url_prefix=url_prefix)
+    quoted = from_record(raw, doc.get("split"))
+    if quoted is None:
+        record = split_record(raw)
+        quoted = from_record(raw, record)
+        assert quoted is not None
+        if storage is not None and doc.get("_id") is not None:
+            storage.remember_split(doc["_id"], record)
+    clean = functools.partial(outward_message_html, doc, url_prefix=url_prefix)
     body = clean(raw)
     return {
         "messageId": doc.get("messageId"),
@@ -188,10 +196,10 @@ def mail_data(doc: dict[str, Any], url_prefix: str = "") -> dict[str, Any]:
 
 @login_required
 def resolve_conversation_detail(root: Any, info: Any, conversationId: str) -> list[dict[str, Any]]:
-    messages = info.context["storage"].conversation_messages(conversationId)
+    storage = info.context["storage"]
     prefix = info.context.get("attachment_url_prefix") or ""
-    return [{"_id": str(m["_id"]), "createdAt": m.get("createdAt"), "mailData": mail_data(m, prefix)}
-            for m in messages]
+    return [{"_id": str(m["_id"]), "createdAt": m.get("createdAt"), "mailData": mail_data(m, prefix, storage=storage)}
+            for m in storage.conversation_messages(conversationId)]
 
 
 @login_required

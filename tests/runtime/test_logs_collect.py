@@ -49,3 +49,20 @@ def test_messages_from_or_to_the_customers_addresses_newest_first(storage):
 def test_unknown_customers_and_bad_envelopes_collect_nothing(storage, envelope):
     message(storage, 1, **{"from": [{"name": "", "address": "alice@example.com"}]})
     assert collect_items(storage, envelope) == {"status": "success", "data": []}
+
+
+def test_bodies_leave_sanitised_and_the_runtimes_own_fields_stay_home(storage):
+    """Issue 12 item 1: erxes's ActivityLog.tsx renders contentTypeDetail.body with dangerouslySetInnerHTML."""
+    from tests.runtime.test_sanitize import FORBIDDEN, HOSTILE
+
+    storage.save_customer("inbox-1", "mallory@example.com", "core-mallory")
+    body = '<img src="cid:logo@x" alt="logo">' + "".join(HOSTILE)
+    stored = message(storage, 1, **{"from": [{"name": "", "address": "mallory@example.com"}]}, body=body,
+                     attachments=[{"filename": "logo.png", "contentId": "logo@x"}], split={"v": 2, "at": None})
+    [item] = collect_items(storage, {"data": {"contentId": "core-mallory"}}, url_prefix="/pl:imap")["data"]
+    detail = item["contentTypeDetail"]
+    assert not FORBIDDEN.search(detail["body"]), detail["body"]
+    assert "split" not in detail and detail["subject"] == "m1"
+    assert (f'<img src="/pl:imap/read-mail-attachment?messageId={stored}&amp;integrationId=inbox-1&amp;'
+            'filename=logo.png" alt="logo">') in detail["body"]
+    assert storage.messages.find_one({"_id": stored})["body"] == body  # the stored original stays

@@ -195,3 +195,69 @@ def test_oversized_bodies_are_not_split():
 def test_user_text_ending_in_wrote_is_not_taken_for_an_attribution():
     body = text_to_html("As you wrote:\n> the old text")
     assert split_quoted(body) == Split("<div>As you wrote:</div>", "&gt; the old text")
+
+
+# -- issue 12 item 3: linear, bounded, computed once ---------------------------------------------------------------
+
+def calls(function, *args):
+    """How many Python and C function calls ``function(*args)`` makes: a measure of work that no clock disturbs."""
+    import sys
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        count += event in ("call", "c_call")
+    sys.setprofile(profile)
+    try:
+        function(*args)
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+@pytest.mark.parametrize("unit, tail", [
+    ("<blockquote type=cite>x</blockquote>", "tail"),   # the issue's vector: 62x the calls before (cubic)
+    ("<blockquote type=cite>x</blockquote>", ""),       # 11.7x before
+    ("<div>", "</p>" * 400),                             # stray end tags below a deep stack: 7.5x before
+    ("<div id=x_divRplyFwdMsg>x", ""),                   # nested header quotes: 14.6x before
+    ("<div style='border-top:solid'>From: x</div>", "tail"),  # linear before too: guards against a regression
+    ("<br>&gt; a", "<br>new"),
+])
+def test_the_work_of_a_split_grows_linearly(unit, tail):
+    small, large = (unit * n + tail for n in (400, 1600))
+    ratio = calls(split_quoted, large) / calls(split_quoted, small)
+    assert ratio < 5.5, ratio  # 4x the input: about 4x the calls (cubic was 64x)
+
+
+# html.parser's quadratic cases ("<a b='" or "<!--" repeated) cost time inside its C regex calls, which a call
+# count does not see: bench/quote_split.py measures them (docs/benchmarks.md).
+
+
+def test_hostile_markup_never_raises():  # html.parser raised AssertionError on "<![" repeated
+    for body in ["<![" * 50, "<![CDATA[" * 20, "<!" * 30 + "<![", "<a b='" * 30, "</" * 40, "<?" * 40]:
+        quote = "<blockquote type=cite>q</blockquote>"
+        assert split_quoted(body + quote).replies in ("", quote)
+
+
+def test_too_many_tokens_are_not_split():
+    from runtime.quoting import MAX_TOKENS
+
+    body = "<b></b>" * (MAX_TOKENS // 2) + "<div>new</div><blockquote type=cite>q</blockquote>"
+    assert len(body) < MAX_CHARS and split_quoted(body) == Split(body, "")
+    fits = "<b></b>" * (MAX_TOKENS // 4) + "<div>new</div><blockquote type=cite>q</blockquote>"
+    assert split_quoted(fits).replies == "<blockquote type=cite>q</blockquote>"
+
+
+def test_a_record_rebuilds_the_split_and_refuses_another_body_or_version():
+    from runtime.quoting import SPLIT_VERSION, from_record, split_record
+
+    for body in (GMAIL, OUTLOOK_WEB, OUTLOOK_DESKTOP, APPLE, "<p>no quote</p>", "",
+                 '<table><tr><td><div>reply</div><div class="gmail_quote">q</div></td></tr></table>'):
+        record = split_record(body)
+        assert record["v"] == SPLIT_VERSION and record["size"] == len(body)
+        assert from_record(body, record) == split_quoted(body)
+        __import__("json").dumps(record)
+    record = split_record(GMAIL)
+    assert from_record(GMAIL + " ", record) is None
+    assert from_record(GMAIL, {**record, "v": SPLIT_VERSION - 1}) is None
+    assert from_record(GMAIL, None) is None

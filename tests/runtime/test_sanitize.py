@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -109,10 +110,78 @@ def test_attachment_url_quotes_every_part() -> None:
 
 
 def test_clean_style_keeps_only_harmless_declarations() -> None:
-    assert clean_style("color: red; position: fixed; top: 0") == "color:red; top:0"
+    assert clean_style("color: red; position: fixed; top: 0") == "color:red"
     assert clean_style("background: url(x)") is None
     assert clean_style("font-family: 'Segoe UI', sans-serif") == "font-family:'Segoe UI', sans-serif"
     assert clean_style("color: red /* x */") is None
+
+
+OVERLAY = [
+    '<div style="position:fixed;top:0;left:0;width:100%;height:100%">Your session expired, log in</div>',
+    '<div style="position: sticky; top: 0">x</div>',
+    '<div style="POSITION:absolute">x</div>',
+    '<div style="transform: translate(-400px, -300px)">x</div>',
+    '<div style="translate: 10px 10px; rotate: 5deg; scale: 40">x</div>',
+    '<div style="z-index: 2147483647">x</div>',
+    '<div style="margin-top:-9999px">x</div>',
+    '<div style="margin: 0 0 0 -500px">x</div>',
+    '<div style="margin-left: -.5in">x</div>',
+    '<div style="margin-top: calc(0px - 9999px)">x</div>',
+    '<div style="margin-top: min(-1px, 0px)">x</div>',
+    '<div style="top:-9999px; left:-9999px; inset: -100px; right: 0; bottom: 0">x</div>',
+    '<div style="offset-path: path(\'M0 0 L900 900\'); offset-distance: 100%">x</div>',
+    '<div style="zoom: 40">x</div>',
+    '<div style="outline: 9999px solid white">x</div>',
+    '<div style="box-shadow: 0 0 0 9999px white">x</div>',
+    '<div style="animation: slide 1s">x</div>',
+    '<div style="text-indent: -9999px">x</div>',
+    '<div style="float:left; margin-right:-100%">x</div>',
+]
+OVERLAY_PROPERTY = re.compile(r"position|fixed|sticky|absolute|transform|translate|rotate|scale|z-index|top:|left:|"
+                              r"inset|offset|zoom|outline|shadow|animation|calc|min\(|:-|\s-[.\d]", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("html", OVERLAY)
+def test_nothing_positions_transforms_or_pulls_content_over_the_ui(html: str) -> None:
+    out = clean(html)
+    style = " ".join(re.findall(r'style="([^"]*)"', out))
+    assert not OVERLAY_PROPERTY.search(style), out
+    assert ">x<" in out or "log in" in out  # the text itself stays
+
+
+CLOBBER = [
+    '<a name="currentUser">x</a>', '<a id="root" href="https://a.example/">x</a>', '<img name="getElementById">',
+    '<img id="x" alt="a">', '<form name="location"><input name="href"></form>', '<div id="app">x</div>',
+    '<p name="x">x</p>', '<map name="m"><area name="a" href="https://a.example/"></map>',
+    '<object name="o"></object>', '<embed name="e">', '<iframe name="parent"></iframe>',
+]
+
+
+@pytest.mark.parametrize("html", CLOBBER)
+def test_no_id_or_name_attribute_survives(html: str) -> None:
+    out = clean(html)
+    assert not re.search(r"\s(?:id|name)\s*=", out, re.IGNORECASE), out
+
+
+def test_mail_formatting_styles_survive() -> None:
+    assert clean_style("color:#333; font-size:14px; margin:0 0 8px; padding: 4px 8px; border-top: 1px solid #ccc;"
+                       " width: 600px; display: inline-block; mso-line-height-rule: exactly; line-height: 1.4") == (
+        "color:#333; font-size:14px; margin:0 0 8px; padding:4px 8px; border-top:1px solid #ccc; width:600px; "
+        "display:inline-block; mso-line-height-rule:exactly; line-height:1.4")
+    assert clean_style("font-family: Segoe-UI, sans-serif; white-space: pre-wrap") == (
+        "font-family:Segoe-UI, sans-serif; white-space:pre-wrap")
+
+
+def test_outward_html_is_sanitize_html() -> None:
+    from runtime.sanitize import outward_html, outward_message_html
+
+    html = '<p style="position:fixed">x<img src="cid:logo@shop.example"><script>1</script></p>'
+    assert outward_html(html) == sanitize_html(html) == "<p>x<img></p>"
+    assert outward_html(None) == ""
+    doc = {"_id": "65a1b2c3d4e5f60718293a4b", "inboxIntegrationId": "inbox-1", "body": html,
+           "attachments": ATTACHMENTS}
+    assert outward_message_html(doc, url_prefix="/pl:imap") == clean(html)
+    assert outward_message_html(doc, "<b>part</b><i name=x>i</i>") == "<b>part</b><i>i</i>"
 
 
 def test_mail_client_classes_survive_others_do_not() -> None:
@@ -142,3 +211,84 @@ def test_conversation_detail_serves_sanitised_html_and_keeps_the_stored_body() -
     assert ('src="/pl:imap/read-mail-attachment?messageId=65a1b2c3d4e5f60718293a4b&amp;integrationId=inbox-1'
             '&amp;filename=logo+image.png"') in data["newContent"]
     assert data["replies"].startswith('<div class="gmail_quote">On Mon, Bob wrote:')
+
+
+def test_the_message_inserted_event_carries_sanitised_content() -> None:
+    """Issue 12 item 1: inbox passes the event's content to the UI's subscription and to mobile notifications."""
+    from runtime.erxes import ErxesClient
+
+    class Transport:
+        published: list[tuple[str, Any]] = []
+
+        def publish(self, queue: str, data: Any, *, subdomain: str = "os", timeout: float = 10.0) -> None:
+            self.published.append((queue, data))
+
+    transport = Transport()
+    body = "<p>Where is my order?</p>" + "".join(HOSTILE)
+    client = ErxesClient(transport)  # type: ignore[arg-type]
+    client.message_inserted("os", message_id="m1", content=body, conversation_id="c1")
+    [(queue, data)] = transport.published
+    assert queue == "inbox:conversationClientMessageInserted" and data["_id"] == "m1"
+    assert data["conversationId"] == "c1" and "<p>Where is my order?</p>" in data["content"]
+    assert not FORBIDDEN.search(data["content"]), data["content"]
+
+
+def test_conversation_detail_splits_a_mail_once_and_keeps_the_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 item 3: the split is computed on first view, kept with the message, and rebuilt from that record."""
+    import web.schema
+    from runtime.quoting import SPLIT_VERSION, split_record
+
+    class Storage:
+        kept: list[tuple[Any, dict[str, Any]]] = []
+
+        def remember_split(self, message_id: Any, record: dict[str, Any]) -> None:
+            self.kept.append((message_id, record))
+
+    made: list[str] = []
+
+    def counting(body: str) -> dict[str, Any]:
+        made.append(body)
+        return split_record(body)
+
+    monkeypatch.setattr(web.schema, "split_record", counting)
+    body = '<div>new <i name="x">n</i></div><div class="gmail_quote">old<script>1</script></div>'
+    doc: dict[str, Any] = {"_id": "m1", "inboxIntegrationId": "inbox-1", "body": body}
+    storage = Storage()
+    first = web.schema.mail_data(doc, storage=storage)
+    [(message_id, record)] = storage.kept
+    assert message_id == "m1" and record["v"] == SPLIT_VERSION and made == [body]
+    doc["split"] = record
+    assert web.schema.mail_data(doc, storage=storage) == first and made == [body] and len(storage.kept) == 1
+    assert first["newContent"] == "<div>new <i>n</i></div>" and first["replies"] == '<div class="gmail_quote">old</div>'
+    doc["split"] = {**record, "v": SPLIT_VERSION - 1}  # a record of an older version is made again
+    assert web.schema.mail_data(doc, storage=storage) == first and made == [body, body]
+
+
+# -- bounded work: markup html5ever would spend quadratic time on is served as its text ----------------------------
+def test_markup_that_costs_the_tree_builder_more_than_linear_work_is_served_as_inert_text():
+    from runtime.sanitize import costly_markup
+
+    deep = "<div>" * 20_000 + "deep text"
+    lingering = "".join(f"<p><b a={n}>x</p>" for n in range(5_000))
+    assert costly_markup(deep) is not None and "nested" in costly_markup(deep)
+    assert costly_markup(lingering) is not None and "formatting" in costly_markup(lingering)
+    for hostile in (deep, lingering):
+        out = sanitize_html(hostile + "<script>alert(1)</script><img src=x onerror=alert(2)>")
+        assert "<script" not in out and "onerror" not in out and "<img" not in out
+        assert out.startswith("<div>") and ("deep text" in out or "x" in out)
+
+
+def test_ordinary_mail_is_not_treated_as_costly():
+    from runtime.sanitize import costly_markup
+
+    table = "<table>" + "<tr><td><b>cell</b></td><td><i>x</i></td></tr>" * 2_000 + "</table>"
+    assert costly_markup(table) is None
+    assert costly_markup("<p>" + "<br>" * 5_000 + "</p>") is None
+
+
+def test_text_only_escapes_and_keeps_line_breaks():
+    from runtime.sanitize import text_only
+
+    out = text_only("<p>a &lt;b&gt;</p><script>evil()</script><div>c</div><!-- hidden -->")
+    assert "evil" not in out and "hidden" not in out and "<p>" not in out
+    assert "a &lt;b&gt;" in out and "<br>" in out and "c" in out

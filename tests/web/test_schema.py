@@ -63,6 +63,11 @@ class FakeStorage:
     def list_integrations(self) -> list[dict[str, Any]]:
         return self.integrations
 
+    def remember_split(self, message_id: Any, record: dict[str, Any]) -> None:
+        for message in self.messages:
+            if message["_id"] == message_id:
+                message["split"] = record
+
 
 class FakeSender:
     def __init__(self, fail: Exception | None = None) -> None:

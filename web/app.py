@@ -62,7 +62,7 @@ def make_app(config: Any, *, deps: WebDeps) -> tornado.web.Application:
         *rpc_routes(deps.rpc, deps.rpc_executor, access),
         *ops_routes(deps.ready, deps.probe),
         *(receive_routes(storage=deps.storage, push=deps.push, tenants=deps.tenants) if deps.push is not None else []),
-        *(graphql.routes(deps, attachment_url_prefix=getattr(config, "attachment_url_prefix", ""))
+        *(graphql.routes(deps, attachment_url_prefix=getattr(config, "attachment_url_prefix", ""), config=config)
           + attachments.routes(deps) if deps.storage is not None else []),
         *(login.routes(deps, config) if deps.storage is not None else []),
     ], limits=limits, server_limits=ServerLimits.from_config(config), debug=False)

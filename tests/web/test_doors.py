@@ -268,3 +268,16 @@ def test_the_secrets_check_sees_responses_replies_and_logs(server: Server) -> No
         logging.getLogger("web.doors").debug("the secret is %s", leak)
     assert {f.split(":")[0] for f in found} == {"an HTTP response", "an RPC reply", "a log line"}, found
     assert not any(leak in f for f in found) and all("<secret>" in f for f in found)
+
+
+# -- /rpc refuses proxied requests (issue 12 item 6) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("header", [{"userid": ""}, {"userid": "u1"}, {"hostname": "acme.erxes.io"}, USER])
+def test_rpc_refuses_a_request_the_gateway_proxy_forwarded(server: Server, header: dict[str, str]) -> None:
+    """erxes's gateway adds ``userid`` and ``hostname`` (``userid`` empty without a login) to all it forwards;
+    its internal callers send only Content-Type. Refused before the body is read, from an allowed address."""
+    status, reply = rpc(server, ENVELOPE, header)
+    assert status == 403 and reply["status"] == "error" and "proxied" in reply["errorMessage"], reply
+    status, reply = rpc(server, b"{" + b" " * (LIMIT // 2) + b"}", header)
+    assert status == 403 and server.calls == []
+    assert rpc(server, ENVELOPE) == (200, {"status": "success", "data": {"hello": "world"}})  # erxes's own caller

@@ -33,7 +33,7 @@ import tornado.web
 from runtime.errors import MailboxError, RequestError
 from runtime.oauth import OAuthSettings, authorization_url, exchange_code, pkce_challenge, store_tokens
 from runtime.storage import utcnow
-from runtime.tenants import bind_request
+from runtime.tenants import UnknownTenant, bind_request
 from web.auth import LOGIN_REQUIRED, current_user, is_logged_in, may_administer
 
 __all__ = ["LoginHandler", "routes"]
@@ -69,6 +69,8 @@ class LoginHandler(tornado.web.RequestHandler):
     async def get(self) -> None:
         try:
             subdomain = bind_request(self.tenants, self.request.headers)
+            if self.tenants is not None:  # a tenant is never created by this route (VERSION=saas)
+                await asyncio.to_thread(self.tenants.require_known, subdomain)
             if self.get_query_argument("state", None) is not None:
                 page = await asyncio.to_thread(self._finish, subdomain)
                 self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -83,6 +85,8 @@ class LoginHandler(tornado.web.RequestHandler):
                             str(user["_id"])[:100])
                 raise LoginFailed(403, "only an erxes owner (or a user in LOGIN_ALLOWED_USERS) may connect a mailbox")
             self.redirect(await asyncio.to_thread(self._start, str(user["_id"])))
+        except UnknownTenant as exc:
+            self._fail(404, str(exc))
         except RequestError as exc:
             self._fail(400, str(exc))
         except LoginFailed as exc:

@@ -10,11 +10,11 @@ import threading
 from typing import Any
 
 import pykka
-import tornado.httpserver
 import tornado.ioloop
 import tornado.netutil
 
 from runtime.errors import ConfigError
+from web.limits import make_server
 
 __all__ = ["WebActor"]
 
@@ -49,7 +49,7 @@ class WebActor(pykka.ThreadingActor):
     def _serve(self) -> None:
         asyncio.set_event_loop(asyncio.new_event_loop())
         self._loop = tornado.ioloop.IOLoop.current()
-        server = tornado.httpserver.HTTPServer(self._app, max_body_size=15 * 1024 * 1024)
+        server = make_server(self._app)  # web/limits.py: timeouts and the connection cap of the app's settings
         server.add_sockets(self._sockets)
         self._loop.add_callback(self._started.set)
         self._loop.start()

@@ -68,6 +68,19 @@ DEFAULTS: dict[str, Any] = {
     "node_env": "development",
     "bind_address": "0.0.0.0",
     "startup_wait_seconds": 60,
+    # issue 12 (doors): GraphQL document bounds, HTTP server timeouts and cap, who may start an OAuth sign-in
+    "graphql_max_document_bytes": 100_000,
+    "graphql_max_tokens": 5000,
+    "graphql_max_aliases": 30,
+    "graphql_max_depth": 20,
+    "graphql_max_root_fields": 20,
+    "graphql_max_fields": 1000,
+    "http_header_timeout_seconds": 10.0,
+    "http_body_timeout_seconds": 120.0,
+    "http_idle_timeout_seconds": 60.0,
+    "http_max_header_bytes": 64 * 1024,
+    "http_max_connections": 1000,
+    "login_allowed_users": "",
 }
 
 # Environment variable -> Config field. erxes's names first, then ours.
@@ -106,6 +119,8 @@ ENV_SETTINGS: dict[str, str] = {
     "NODE_ENV": "node_env",
     "BIND_ADDRESS": "bind_address",
     "STARTUP_WAIT_SECONDS": "startup_wait_seconds",
+    "HTTP_MAX_CONNECTIONS": "http_max_connections",
+    "LOGIN_ALLOWED_USERS": "login_allowed_users",
 }
 
 # What ``private`` means in RPC_ALLOWED_NETWORKS: loopback and the private ranges (RFC 1918, IPv6 unique local),
@@ -165,6 +180,25 @@ class Config:
     node_env: str = "development"  # erxes's NODE_ENV; "production" refuses to start without SECRET_KEYS
     bind_address: str = "0.0.0.0"  # the HTTP server's listen address (the demo: 127.0.0.1)
     startup_wait_seconds: float = 60  # how long start-up waits for MongoDB, RabbitMQ and Redis to answer
+    # GraphQL documents are bounded before they are validated (web/graphql.py): size before parsing, tokens while
+    # parsing, then aliases, depth, root fields and fields (fragments expanded) by a walk of the parsed document.
+    graphql_max_document_bytes: int = 100_000
+    graphql_max_tokens: int = 5000
+    graphql_max_aliases: int = 30
+    graphql_max_depth: int = 20
+    graphql_max_root_fields: int = 20
+    graphql_max_fields: int = 1000
+    # The HTTP server (web/limits.py LimitedHTTPServer): a connection's first request head must arrive within the
+    # header timeout, a body within the body timeout, a kept-alive connection is closed after the idle timeout
+    # without a request; past max_connections a new connection gets 503 and is closed.
+    http_header_timeout_seconds: float = 10.0
+    http_body_timeout_seconds: float = 120.0
+    http_idle_timeout_seconds: float = 60.0
+    http_max_header_bytes: int = 64 * 1024
+    http_max_connections: int = 1000
+    # GET /login?integrationId= (web/login.py): erxes owners (isOwner in the user header) and these users (ids,
+    # emails or usernames) may start a sign-in.
+    login_allowed_users: tuple[str, ...] = ()
 
     @property
     def rpc_timeout(self) -> float:
@@ -409,6 +443,17 @@ def _erxes_url(setting: str, raw: Any) -> str:
         raise ConfigError(setting, f"{exc} (erxes's address, e.g. https://erxes.example.com)") from None
 
 
+def _names(setting: str, raw: Any) -> tuple[str, ...]:
+    """A comma-separated string (or a JSON array) of user ids, emails or usernames."""
+    if isinstance(raw, str):
+        items = raw.split(",")
+    elif isinstance(raw, (list, tuple)) and all(isinstance(i, str) for i in raw):
+        items = list(raw)
+    else:
+        raise ConfigError(setting, "must be a comma-separated string of user ids, emails or usernames")
+    return tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
+
+
 def _log_level(setting: str, raw: Any) -> str:
     return _choice("debug", "info", "warning", "error")(setting, raw).upper()
 
@@ -462,6 +507,18 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "node_env": lambda setting, raw: _text(setting, raw).strip().lower(),
     "bind_address": _bind_address,
     "startup_wait_seconds": _number(float, 0, 3600),
+    "graphql_max_document_bytes": _number(int, 1024, 1024 ** 3),
+    "graphql_max_tokens": _number(int, 100, 10 ** 7),
+    "graphql_max_aliases": _number(int, 0, 10 ** 6),
+    "graphql_max_depth": _number(int, 3, 1000),
+    "graphql_max_root_fields": _number(int, 1, 10 ** 6),
+    "graphql_max_fields": _number(int, 10, 10 ** 7),
+    "http_header_timeout_seconds": _number(float, 0.1, 3600),
+    "http_body_timeout_seconds": _number(float, 0.1, 86400),
+    "http_idle_timeout_seconds": _number(float, 0.1, 86400),
+    "http_max_header_bytes": _number(int, 1024, 16 * 1024 * 1024),
+    "http_max_connections": _number(int, 1, 10 ** 6),
+    "login_allowed_users": _names,
 }
 
 

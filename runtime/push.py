@@ -26,10 +26,12 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def verify(secret: str | None, body: bytes, signature: str | None) -> bool:
-    """Constant-time check of a push's signature; no secret or no signature never verifies."""
+    """Constant-time check of a push's signature; no secret or no signature never verifies. A signature is
+    compared as bytes: ``hmac.compare_digest`` refuses a str with a non-ASCII letter (TypeError: a 500 before)."""
     if not secret or not signature:
         return False
-    return hmac.compare_digest(sign(secret, body), signature.strip())
+    given = signature.strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(sign(secret, body).encode(), given)
 
 
 class _Outcome:

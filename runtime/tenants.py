@@ -6,6 +6,12 @@ request's ``hostname`` header, as erxes's ``getSubdomain`` reads it), and :class
 storage call to the bound tenant's database. In saas mode a call with no tenant bound raises instead of guessing,
 so one organisation's data can never land in another's database. ``imap_tenants`` in the base database lists the
 tenants that have integrations, so a restart resumes every one of them.
+
+Known tenants (issue 12 item 7): a tenant is *known* once an integration was created for it through the
+authenticated RPC path (``createIntegration``, which calls :meth:`Tenants.remember`), i.e. once it is in
+``imap_tenants``. That record lives in MongoDB, so it survives restarts and every node sees it. Routes that anyone
+can reach without a login (``/receive``, ``/login``) serve only known tenants (:meth:`Tenants.is_known`): any other
+``hostname`` is refused before a database, an index or a cache entry is made for it.
 """
 from __future__ import annotations
 
@@ -20,11 +26,19 @@ from runtime.errors import RequestError, StorageError
 from runtime.sealing import Sealer
 from runtime.storage import Storage, utcnow
 
-__all__ = ["Tenants", "TenantStorage", "subdomain_of_host", "bound", "current"]
+__all__ = ["Tenants", "TenantStorage", "UnknownTenant", "bound", "current", "subdomain_of_host"]
 
 OS = "os"
 _VALID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
+
+
+class UnknownTenant(RequestError):
+    """A request for an organisation the runtime does not know (no integration was ever created for it)."""
+
+    def __init__(self, subdomain: str) -> None:
+        super().__init__(f"no organisation {subdomain!r} is served here")
+        self.subdomain = subdomain
 
 
 def current() -> str | None:
@@ -61,6 +75,7 @@ class Tenants:
         self._storages: dict[str, Storage] = {OS: self.base} if not saas else {}
         self._lock = threading.Lock()
         self._index_hooks: list[Callable[[Storage], None]] = []
+        self._known: set[str] = set()  # tenants seen in imap_tenants (never forgotten: a record is never removed)
         self.registry = self.base.db["imap_tenants"]
 
     def on_new_tenant(self, hook: Callable[[Storage], None]) -> None:
@@ -98,6 +113,28 @@ class Tenants:
         if self.saas:
             self.registry.update_one({"subdomain": subdomain}, {"$setOnInsert": {"createdAt": utcnow()}},
                                      upsert=True)
+            with self._lock:
+                self._known.add(subdomain)
+
+    def is_known(self, subdomain: Any) -> bool:
+        """Whether the tenant is in ``imap_tenants`` (always, in single-tenant mode). One indexed read the first
+        time per process; blocking: call it off the IOLoop. Opens nothing for an unknown tenant."""
+        if not self.saas:
+            return True
+        key = self.key(subdomain)
+        with self._lock:
+            if key in self._known:
+                return True
+        if self.registry.find_one({"subdomain": key}, projection={"_id": 1}) is None:
+            return False
+        with self._lock:
+            self._known.add(key)
+        return True
+
+    def require_known(self, subdomain: Any) -> None:
+        """Raise :class:`UnknownTenant` unless :meth:`is_known`."""
+        if not self.is_known(subdomain):
+            raise UnknownTenant(self.key(subdomain))
 
     def known(self) -> list[str]:
         if not self.saas:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.error
 import urllib.request
 from typing import Any, Iterator
 
@@ -85,3 +86,75 @@ def test_two_organisations_never_see_each_other(services, mongo_url, prefix, amq
     finally:
         rt.stop()
         caller.close()
+
+
+def request(port: int, method: str, path: str, hostname: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
+                                 headers={"hostname": hostname, **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+OWNER = {"user": base64.b64encode(b'{"_id": "owner-1", "isOwner": true}').decode()}
+
+
+def test_no_tenant_is_created_by_an_unauthenticated_request(services, mongo_url, prefix, amqp_url, mailserver,
+                                                            tenant_dbs):
+    """issue 12 item 7: /receive and /login serve only organisations the runtime knows (an integration was created
+    for it over the authenticated RPC path: imap_tenants); any other hostname gets 404 and no database."""
+    from runtime.push import sign
+
+    config = runtime_config(services, mongo_url=mongo_url, prefix=prefix, version="saas")
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+    base = client.get_default_database().name
+
+    def tenant_databases() -> list[str]:
+        return sorted(n for n in client.list_database_names() if n.startswith(f"{base}_"))
+
+    def refused_everywhere(port: int, host: str) -> None:
+        for method, path, body, headers in (
+                ("POST", "/receive?integrationId=x", b"Subject: x\r\n\r\nx", {"X-Imap-Runtime-Signature": "sha256=0"}),
+                ("GET", "/login?state=forged&code=x", None, {}),
+                ("GET", "/login?integrationId=x", None, OWNER)):
+            status, answer = request(port, method, path, host, body, headers)
+            organisation = host.split("//")[-1].split(".")[0]
+            assert f"{base}_{organisation}" not in tenant_databases(), f"{method} {path} created a database"
+            assert status == 404 and b"no organisation" in answer, (host, path, status, answer)
+
+    caller = Caller(amqp_url, prefix)
+    rt = Runtime(config)
+    rt.start()
+    try:
+        for host in ("evil.erxes.io", "acme.erxes.io", "https://globex.erxes.io"):  # none is known yet
+            refused_everywhere(rt.web_port, host)
+        assert tenant_databases() == []
+        user, password = mailserver.add_user()
+        caller.create_integration("acme-inbox", mailserver.details(user, password), subdomain="acme")
+        secret = rt.tenants.storage("acme").get_integration("acme-inbox")["webhookSecret"]
+        raw = make_mail(to=f"{user}@localhost", subject="pushed to acme")
+        status, answer = request(rt.web_port, "POST", "/receive?integrationId=acme-inbox", "acme.erxes.io", raw,
+                                 {"X-Imap-Runtime-Signature": sign(secret, raw)})
+        assert status == 200 and json.loads(answer)["duplicate"] is False
+        assert request(rt.web_port, "GET", "/login?state=forged&code=x", "acme.erxes.io")[0] == 400  # known: served
+        refused_everywhere(rt.web_port, "evil.erxes.io")
+    finally:
+        rt.stop()
+    rt = Runtime(config)  # a restart (or another node) knows acme from imap_tenants
+    rt.start()
+    try:
+        raw = make_mail(to=f"{user}@localhost", subject="again")
+        status, _ = request(rt.web_port, "POST", "/receive?integrationId=acme-inbox", "acme.erxes.io", raw,
+                            {"X-Imap-Runtime-Signature": sign(secret, raw)})
+        assert status == 200
+        refused_everywhere(rt.web_port, "evil.erxes.io")
+        assert tenant_databases() == [f"{base}_acme"]
+    finally:
+        rt.stop()
+        caller.close()
+        for name in tenant_databases():
+            client.drop_database(name)
+        client.close()

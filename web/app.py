@@ -17,7 +17,8 @@ import tornado.web
 
 from runtime.config import PRIVATE_NETWORKS
 from web import attachments, graphql, login
-from web.limits import DEFAULT_MAX_BYTES, LimitedApplication, Limits, envelope_refusal, graphql_refusal, json_refusal
+from web.limits import (DEFAULT_MAX_BYTES, LimitedApplication, Limits, ServerLimits, envelope_refusal,
+                        graphql_refusal, json_refusal)
 from web.ops import Probe, ops_routes
 from web.receive import routes as receive_routes
 from web.rpc import RpcAccess, rpc_routes
@@ -61,7 +62,7 @@ def make_app(config: Any, *, deps: WebDeps) -> tornado.web.Application:
         *rpc_routes(deps.rpc, deps.rpc_executor, access),
         *ops_routes(deps.ready, deps.probe),
         *(receive_routes(storage=deps.storage, push=deps.push, tenants=deps.tenants) if deps.push is not None else []),
-        *(graphql.routes(deps, attachment_url_prefix=getattr(config, "attachment_url_prefix", ""))
+        *(graphql.routes(deps, attachment_url_prefix=getattr(config, "attachment_url_prefix", ""), config=config)
           + attachments.routes(deps) if deps.storage is not None else []),
         *(login.routes(deps, config) if deps.storage is not None else []),
-    ], limits=limits, debug=False)
+    ], limits=limits, server_limits=ServerLimits.from_config(config), debug=False)

@@ -5,6 +5,14 @@ schema's resolvers block (MongoDB, actor asks, SMTP), so ``schema.execute`` runs
 does, a field's error (``Login required`` included) is HTTP 200 with ``errors``; a request that cannot run at all
 (not ``application/json``, bad JSON, no query, a syntax or validation error) is HTTP 400. Requiring that content
 type (a "non-simple" request) keeps cross-site form posts out, as Apollo's CSRF prevention does.
+
+A document costs nothing before the login check (issue 12 item 4). It is bounded before it is validated
+(:class:`DocumentLimits`, the ``graphql_max_*`` settings): its size before parsing, its tokens while parsing
+(graphql-core's ``max_tokens``), then one cheap walk of the parsed document (fragments expanded, each spread once
+per path, with a budget) counts aliases, depth, root fields and fields; a document over a bound is HTTP 400 naming
+it. Then, without a logged-in user, a document asking for anything but ``_service`` (the gateway's
+``SubgraphIntrospectQuery { _service { sdl } }``, which carries no user) is answered ``Login required`` for each of
+its root fields without being validated or executed. Only then is it validated and executed, off the IOLoop.
 """
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import asyncio
 import functools
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +29,22 @@ import tornado.web
 
 from runtime.errors import RequestError
 from runtime.tenants import bind_request
-from graphql import GraphQLError
+from graphql import GraphQLError, execute_sync, parse, validate
+from graphql.language import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+)
 
-from web.auth import LOGIN_REQUIRED, current_user
+from web.auth import LOGIN_REQUIRED, current_user, is_logged_in
 from web.schema import schema as default_schema
 from web.static import AssetHandler
 
-__all__ = ["GraphQLHandler", "routes"]
+__all__ = ["ANONYMOUS_FIELDS", "DocumentLimits", "GraphQLHandler", "TooLarge", "bounded_document", "routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +68,102 @@ GRAPHIQL_PAGE = """<!DOCTYPE html>
 """
 
 
+ANONYMOUS_FIELDS = frozenset({"_service"})  # the only root field served without a logged-in user
+
+
+class TooLarge(ValueError):
+    """A document over one of :class:`DocumentLimits`; the message names the bound and its setting."""
+
+
+@dataclass(frozen=True)
+class DocumentLimits:
+    max_bytes: int = 100_000
+    max_tokens: int = 5000
+    max_aliases: int = 30
+    max_depth: int = 20
+    max_root_fields: int = 20
+    max_fields: int = 1000
+
+    @classmethod
+    def from_config(cls, config: Any) -> DocumentLimits:
+        default = cls()
+        return cls(**{name: getattr(config, f"graphql_{name.replace('max_bytes', 'max_document_bytes')}",
+                                    getattr(default, name)) for name in cls.__dataclass_fields__})
+
+
+def bounded_document(query: str, limits: DocumentLimits) -> tuple[DocumentNode, list[tuple[str, str]]]:
+    """Parse ``query`` within ``limits``; returns the document and the ``(response key, field name)`` of every
+    root field of its operations. Raises :class:`TooLarge` past a bound, GraphQLError for a syntax error."""
+    if len(query) > limits.max_bytes or len(query.encode("utf-8", "replace")) > limits.max_bytes:
+        raise TooLarge(f"the document is over {limits.max_bytes} bytes (graphql_max_document_bytes)")
+    try:
+        document = parse(query, max_tokens=limits.max_tokens)
+    except RecursionError:
+        raise TooLarge(f"the document is nested too deeply (graphql_max_depth {limits.max_depth})") from None
+    return document, _Walk(document, limits).roots()
+
+
+class _Walk:
+    """One pass over a parsed document: every fragment spread is followed (but not into itself), so the counts
+    are those of the document as executed; ``budget`` bounds the selections visited, whatever the fragments."""
+
+    def __init__(self, document: DocumentNode, limits: DocumentLimits) -> None:
+        self.limits = limits
+        self.fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        self.operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        self.fields = self.aliases = 0
+        self.budget = 4 * limits.max_fields + 100
+        self.found: list[tuple[str, str]] = []
+
+    def roots(self) -> list[tuple[str, str]]:
+        for operation in self.operations:
+            self._selections(operation.selection_set, 1, 0, frozenset(), root=True)
+        return self.found
+
+    def _selections(self, selection_set: SelectionSetNode | None, depth: int, nesting: int,
+                    spread: frozenset[str], *, root: bool) -> None:
+        if selection_set is None:
+            return
+        limits = self.limits
+        if depth > limits.max_depth or nesting > 2 * limits.max_depth + 10:
+            raise TooLarge(f"the document is nested deeper than {limits.max_depth} (graphql_max_depth)")
+        for selection in selection_set.selections:
+            self.budget -= 1
+            if self.budget < 0:
+                raise TooLarge(f"the document selects over {limits.max_fields} fields (graphql_max_fields)")
+            if isinstance(selection, FieldNode):
+                self._field(selection, depth, nesting, spread, root=root)
+            elif isinstance(selection, InlineFragmentNode):
+                self._selections(selection.selection_set, depth, nesting + 1, spread, root=root)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                fragment = self.fragments.get(name)
+                if fragment is not None and name not in spread:  # unknown or cyclic: validation says so
+                    self._selections(fragment.selection_set, depth, nesting + 1, spread | {name}, root=root)
+
+    def _field(self, field: FieldNode, depth: int, nesting: int, spread: frozenset[str], *, root: bool) -> None:
+        limits = self.limits
+        self.fields += 1
+        if self.fields > limits.max_fields:
+            raise TooLarge(f"the document selects over {limits.max_fields} fields (graphql_max_fields)")
+        if field.alias is not None:
+            self.aliases += 1
+            if self.aliases > limits.max_aliases:
+                raise TooLarge(f"the document has over {limits.max_aliases} aliases (graphql_max_aliases)")
+        if root:
+            self.found.append(((field.alias or field.name).value, field.name.value))
+            if len(self.found) > limits.max_root_fields:
+                raise TooLarge(f"the document asks for over {limits.max_root_fields} root fields "
+                               f"(graphql_max_root_fields)")
+        self._selections(field.selection_set, depth + 1, nesting + 1, spread, root=False)
+
+
 class GraphQLHandler(tornado.web.RequestHandler):
-    def initialize(self, *, schema: Any = default_schema, context: dict[str, Any] | None = None) -> None:
+    def initialize(self, *, schema: Any = default_schema, context: dict[str, Any] | None = None,
+                   limits: DocumentLimits | None = None) -> None:
         self.schema = schema
         self.context = context or {}
+        self.limits = limits or DocumentLimits()
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
@@ -69,19 +179,41 @@ class GraphQLHandler(tornado.web.RequestHandler):
         except ValueError as exc:
             return self._reply(400, {"errors": [{"message": str(exc)}]})
         try:
+            document, roots = bounded_document(query, self.limits)
+        except TooLarge as exc:
+            logger.info("POST /graphql from %s refused: %s", self.request.remote_ip, exc)
+            return self._reply(400, {"errors": [{"message": str(exc)}]})
+        except GraphQLError as exc:  # a syntax error, or over graphql_max_tokens
+            return self._reply(400, {"errors": [dict(exc.formatted)]})
+        user = current_user(self.request.headers)
+        if not is_logged_in(user) and any(name not in ANONYMOUS_FIELDS for _key, name in roots):
+            keys = list(dict.fromkeys(key for key, _name in roots))  # at most graphql_max_root_fields
+            return self._reply(200, {"errors": [{"message": LOGIN_REQUIRED, "path": [key]} for key, name in roots
+                                                if name not in ANONYMOUS_FIELDS],
+                                     "data": {key: None for key in keys}})
+        try:
             subdomain = bind_request(self.context.get("tenants"), self.request.headers)
         except RequestError as exc:
             return self._reply(400, {"errors": [{"message": str(exc)}]})
-        context = {**self.context, "user": current_user(self.request.headers), "subdomain": subdomain}
-        execute = functools.partial(self.schema.execute, query, variables=variables, operation_name=operation_name,
-                                    context=context)
-        result = await asyncio.to_thread(execute)
+        context = {**self.context, "user": user, "subdomain": subdomain}
+        run = functools.partial(self._run, document, variables, operation_name, context)
+        result = await asyncio.to_thread(run)
         response: dict[str, Any] = {}
         if result.errors:
             response["errors"] = [self._format(error) for error in result.errors]
         if result.data is not None or not result.errors:
             response["data"] = result.data
         self._reply(400 if result.data is None and result.errors else 200, response)
+
+    def _run(self, document: DocumentNode, variables: dict[str, Any] | None, operation_name: str | None,
+             context: dict[str, Any]) -> Any:
+        """What graphene's ``Schema.execute`` does, on the document parsed (and bounded) once."""
+        graphql_schema = self.schema.graphql_schema
+        errors = validate(graphql_schema, document)
+        if errors:
+            return _Result(None, errors)
+        return execute_sync(graphql_schema, document, context_value=context, variable_values=variables,
+                            operation_name=operation_name)
 
     def _request_params(self) -> tuple[str, dict[str, Any] | None, str | None]:
         content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -124,17 +256,24 @@ class GraphQLHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(payload, default=str, ensure_ascii=False))
 
 
+@dataclass
+class _Result:
+    data: Any
+    errors: list[GraphQLError]
+
+
 def _unexpected(exc: BaseException) -> bool:
     """Programming errors get a traceback in the log; expected failures (bad input, SMTP refusals) do not."""
     return isinstance(exc, (AttributeError, KeyError, TypeError, NameError, IndexError, AssertionError))
 
 
-def routes(deps: Any, *, attachment_url_prefix: str = "") -> list[tuple[Any, ...]]:
+def routes(deps: Any, *, attachment_url_prefix: str = "", config: Any = None) -> list[tuple[Any, ...]]:
     """``/graphql`` and GraphiQL's bundled assets. ``deps`` carries ``storage``, ``sender`` and optionally
-    ``tenants`` (the request's tenant comes from its ``hostname`` header)."""
+    ``tenants`` (the request's tenant comes from its ``hostname`` header); ``config`` the document limits."""
     context = {"storage": deps.storage, "sender": deps.sender, "tenants": getattr(deps, "tenants", None),
                "attachment_url_prefix": attachment_url_prefix}
     return [
-        (r"/graphql", GraphQLHandler, {"schema": default_schema, "context": context}),
+        (r"/graphql", GraphQLHandler, {"schema": default_schema, "context": context,
+                                       "limits": DocumentLimits.from_config(config)}),
         (r"/graphiql-static/(.*)", AssetHandler, {"path": str(STATIC_DIR)}),
     ]

@@ -11,20 +11,34 @@ it looks up the route's limit when the headers arrive, before any of the body is
   thrown away (up to twice the limit) and the refusal is sent.
 
 Nothing over the limit is ever buffered. Handlers keep using ``self.request.body`` as usual.
+
+Slow clients (:class:`LimitedHTTPServer`, issue 12 item 9): Tornado's defaults wait an hour for a request's head
+and forever for its body, with no cap on connections. The server built by :func:`make_server` closes a connection
+whose first request head has not arrived ``header_timeout`` seconds after it connected, one whose body takes longer
+than ``body_timeout``, and a kept-alive one idle for ``idle_timeout`` (Tornado's ``idle_connection_timeout``, which
+also bounds the head of a kept-alive connection's next request); past ``max_connections`` open connections a new
+one is answered ``503`` and closed at once, so the connections already served keep their share.
 """
 from __future__ import annotations
 
 import json
 import logging
+import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import tornado.httpserver
+import tornado.ioloop
+import tornado.iostream
 import tornado.web
 from tornado import httputil
 
 from runtime.broker._envelope import encode_error
 
-__all__ = ["LimitedApplication", "Limits", "Refusal", "envelope_refusal", "graphql_refusal", "json_refusal"]
+__all__ = ["LimitedApplication", "LimitedHTTPServer", "Limits", "Refusal", "ServerLimits", "envelope_refusal",
+           "graphql_refusal", "json_refusal", "make_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +78,36 @@ class Limits:
         return self.default_bytes, json_refusal
 
 
-class LimitedApplication(tornado.web.Application):
-    """A Tornado application whose every request is held to :class:`Limits`."""
+@dataclass(frozen=True)
+class ServerLimits:
+    """What the HTTP server allows a connection (seconds, bytes, connections); ``from_config`` reads the
+    ``http_*`` settings (runtime/config.py), a missing one keeps its default."""
 
-    def __init__(self, handlers: list, *, limits: Limits, **settings: object) -> None:  # type: ignore[type-arg]
+    header_timeout: float = 10.0
+    body_timeout: float = 120.0
+    idle_timeout: float = 60.0
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 1000
+
+    @classmethod
+    def from_config(cls, config: Any) -> ServerLimits:
+        default = cls()
+        return cls(header_timeout=getattr(config, "http_header_timeout_seconds", default.header_timeout),
+                   body_timeout=getattr(config, "http_body_timeout_seconds", default.body_timeout),
+                   idle_timeout=getattr(config, "http_idle_timeout_seconds", default.idle_timeout),
+                   max_header_bytes=getattr(config, "http_max_header_bytes", default.max_header_bytes),
+                   max_connections=getattr(config, "http_max_connections", default.max_connections))
+
+
+class LimitedApplication(tornado.web.Application):
+    """A Tornado application whose every request is held to :class:`Limits`; ``server_limits`` is what
+    :func:`make_server` gives its connections."""
+
+    def __init__(self, handlers: list, *, limits: Limits,  # type: ignore[type-arg]
+                 server_limits: ServerLimits | None = None, **settings: object) -> None:
         super().__init__(handlers, **settings)  # type: ignore[arg-type]
         self.limits = limits
+        self.server_limits = server_limits or ServerLimits()
 
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection
                       ) -> httputil.HTTPMessageDelegate:
@@ -154,3 +192,103 @@ def _content_length(headers: httputil.HTTPHeaders) -> int | None:
     if value is None or not value.strip().isdigit():
         return None
     return int(value)
+
+
+# -- the server: timeouts and a connection cap ---------------------------------------------------------------------
+
+_BUSY_BODY = b'{"error": "too many connections to this server: retry later"}'
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+
+
+def make_server(app: Any) -> LimitedHTTPServer:
+    """The HTTP server of ``app``, with the app's :class:`ServerLimits` (the defaults for a plain Application).
+    ``max_body_size`` is only the outer bound: :class:`LimitedApplication` sets each request's own."""
+    return LimitedHTTPServer(app, limits=getattr(app, "server_limits", None) or ServerLimits())
+
+
+class LimitedHTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTPServer with a header deadline for a connection's first request and a connection cap."""
+
+    LOG_EVERY = 60.0  # seconds between two WARNINGs about refused connections
+    LINGER = 1.0  # seconds a refused connection stays half-closed, so that the client reads its 503
+
+    def initialize(self, app: Any, *, limits: ServerLimits, **kwargs: Any) -> None:  # type: ignore[override]
+        # HTTPServer is a tornado Configurable: its constructor calls initialize() with the arguments
+        super().initialize(app, idle_connection_timeout=limits.idle_timeout, body_timeout=limits.body_timeout,
+                         max_header_size=limits.max_header_bytes, max_body_size=1024 ** 3, **kwargs)
+        self.limits = limits
+        self.refused = 0  # connections refused past the cap since the last WARNING
+        self._warned_at = -self.LOG_EVERY
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple[Any, ...]) -> None:
+        if len(self._connections) >= self.limits.max_connections:
+            self._refuse(stream, address)
+            return
+        super().handle_stream(stream, address)
+
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection
+                      ) -> httputil.HTTPMessageDelegate:
+        delegate = super().start_request(server_conn, request_conn)
+        if getattr(server_conn, "_imap_served", False):
+            return delegate  # a kept-alive connection: the idle timeout bounds its next head
+        setattr(server_conn, "_imap_served", True)
+        return _HeaderDeadline(delegate, request_conn, self.limits.header_timeout)
+
+    def _refuse(self, stream: tornado.iostream.IOStream, address: tuple[Any, ...]) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._warned_at >= self.LOG_EVERY:
+            logger.warning("HTTP: %d connection(s) refused (the latest from %s): %d are open, the limit of "
+                           "http_max_connections", self.refused, address[0] if address else "?",
+                           len(self._connections))
+            self._warned_at, self.refused = now, 0
+        try:
+            stream.write(BUSY).add_done_callback(lambda _f: self._linger(stream))
+        except tornado.iostream.StreamClosedError:
+            stream.close()
+
+    def _linger(self, stream: tornado.iostream.IOStream) -> None:
+        """Half-close after the 503 and close a second later: closing a socket with the client's request still
+        unread sends a reset, which can destroy the answer before the client reads it."""
+        try:
+            stream.socket.shutdown(socket.SHUT_WR)
+        except OSError:
+            stream.close()
+            return
+        tornado.ioloop.IOLoop.current().call_later(self.LINGER, stream.close)
+
+
+class _HeaderDeadline(httputil.HTTPMessageDelegate):
+    """Closes the connection unless the request's head arrives within ``timeout`` seconds."""
+
+    def __init__(self, inner: httputil.HTTPMessageDelegate, connection: httputil.HTTPConnection,
+                 timeout: float) -> None:
+        self.inner = inner
+        self.connection = connection
+        self._timer = tornado.ioloop.IOLoop.current().call_later(timeout, self._expired)
+
+    def _expired(self) -> None:
+        logger.debug("HTTP: a request head from %s did not arrive in time; connection closed",
+                     getattr(getattr(self.connection, "context", None), "remote_ip", "?"))
+        self.connection.close()  # type: ignore[attr-defined]
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            tornado.ioloop.IOLoop.current().remove_timeout(self._timer)
+            self._timer = None
+
+    def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+                         headers: httputil.HTTPHeaders) -> Awaitable[None] | None:
+        self._cancel()
+        return self.inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return self.inner.data_received(chunk)
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+    def on_connection_close(self) -> None:
+        self._cancel()
+        self.inner.on_connection_close()

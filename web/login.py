@@ -2,7 +2,8 @@
 
 The seed guide's login route. Two legs on the one address (so one redirect URI is registered at the provider):
 
-1. ``GET /login?integrationId=<inboxId>`` (needs the gateway's ``user`` header, like GraphQL): for an integration
+1. ``GET /login?integrationId=<inboxId>`` (needs the gateway's ``user`` header of an erxes owner, ``isOwner``, or of
+   a user named in ``login_allowed_users``; anyone else logged in gets 403): for an integration
    whose details carry ``oauth`` (runtime/oauth.py), redirects the browser to the provider's authorization endpoint
    with a fresh ``state`` (32 random bytes; only its SHA-256 is stored, in ``imap_oauth_states``, for 10 minutes)
    and a PKCE S256 challenge (its verifier stored sealed with the state).
@@ -14,7 +15,7 @@ The provider's settings (authorize and token endpoints, client id and secret, sc
 (``doc.data.oauth``, presets for ``google`` and ``microsoft``): each mailbox, and each tenant, may use its own app
 registration. The redirect URI is the ``oauth_redirect_url`` setting, else this request's own address.
 Answers: 302 to the provider, 200 a short page when connected, 400 a bad or stale request, 401 not logged in,
-404 unknown integration, 502 the provider refused. No token or secret is ever in a page, a header or a log line.
+403 not an owner, 404 unknown integration (or, ``VERSION=saas``, an organisation the runtime does not know), 502 the provider refused. No token or secret is ever in a page, a header or a log line.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ import tornado.web
 from runtime.errors import MailboxError, RequestError
 from runtime.oauth import OAuthSettings, authorization_url, exchange_code, pkce_challenge, store_tokens
 from runtime.storage import utcnow
-from runtime.tenants import bind_request
-from web.auth import LOGIN_REQUIRED, current_user, is_logged_in
+from runtime.tenants import UnknownTenant, bind_request
+from web.auth import LOGIN_REQUIRED, current_user, is_logged_in, may_administer
 
 __all__ = ["LoginHandler", "routes"]
 
@@ -52,7 +53,8 @@ class LoginFailed(Exception):
 
 class LoginHandler(tornado.web.RequestHandler):
     def initialize(self, *, storage: Any, supervisor: Any, tenants: Any = None, redirect_url: str = "",
-                   timeout: float = 30.0) -> None:
+                   timeout: float = 30.0, allowed_users: tuple[str, ...] = ()) -> None:
+        self.allowed_users = allowed_users
         self.storage = storage
         self.supervisor = supervisor
         self.tenants = tenants
@@ -67,6 +69,8 @@ class LoginHandler(tornado.web.RequestHandler):
     async def get(self) -> None:
         try:
             subdomain = bind_request(self.tenants, self.request.headers)
+            if self.tenants is not None:  # a tenant is never created by this route (VERSION=saas)
+                await asyncio.to_thread(self.tenants.require_known, subdomain)
             if self.get_query_argument("state", None) is not None:
                 page = await asyncio.to_thread(self._finish, subdomain)
                 self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -76,7 +80,13 @@ class LoginHandler(tornado.web.RequestHandler):
             user = current_user(self.request.headers)
             if user is None or not is_logged_in(user):
                 raise LoginFailed(401, LOGIN_REQUIRED)
+            if not may_administer(user, self.allowed_users):
+                logger.info("GET /login refused to user %s: not an owner nor in login_allowed_users",
+                            str(user["_id"])[:100])
+                raise LoginFailed(403, "only an erxes owner (or a user in LOGIN_ALLOWED_USERS) may connect a mailbox")
             self.redirect(await asyncio.to_thread(self._start, str(user["_id"])))
+        except UnknownTenant as exc:
+            self._fail(404, str(exc))
         except RequestError as exc:
             self._fail(400, str(exc))
         except LoginFailed as exc:
@@ -172,4 +182,5 @@ def routes(deps: Any, config: Any) -> list[tuple[Any, ...]]:
     return [(r"/login", LoginHandler, {
         "storage": deps.storage, "supervisor": deps.supervisor, "tenants": getattr(deps, "tenants", None),
         "redirect_url": getattr(config, "oauth_redirect_url", ""),
-        "timeout": float(getattr(config, "imap_timeout_seconds", 30.0))})]
+        "timeout": float(getattr(config, "imap_timeout_seconds", 30.0)),
+        "allowed_users": tuple(getattr(config, "login_allowed_users", ()))})]

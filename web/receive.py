@@ -1,6 +1,6 @@
 """``POST /receive?integrationId=<inboxId>``: a mail gateway pushes a raw RFC 822 mail (the seed guide's receive
 webhook). 401 for a missing/bad signature, 413 past the size limit, 400 for a body that is not a mail, 404 for an
-unknown integration; 200 with ``{messageId, conversationId, duplicate}`` once stored. Work runs off the IOLoop.
+unknown integration or (``VERSION=saas``) an organisation the runtime does not know (nothing is opened for it); 200 with ``{messageId, conversationId, duplicate}`` once stored. Work runs off the IOLoop.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tornado.web
 
 from runtime.errors import MailParseError, MailRejected, RequestError, RuntimeFault
 from runtime.push import verify
-from runtime.tenants import bind_request
+from runtime.tenants import UnknownTenant, bind_request
 
 __all__ = ["routes"]
 
@@ -36,6 +36,11 @@ class ReceiveHandler(tornado.web.RequestHandler):
             subdomain = bind_request(self.tenants, self.request.headers)
         except RequestError as exc:
             return self.fail(400, str(exc))
+        if self.tenants is not None:
+            try:
+                await asyncio.to_thread(self.tenants.require_known, subdomain)
+            except UnknownTenant as exc:
+                return self.fail(404, str(exc))
         doc = await asyncio.to_thread(self.storage.get_integration, inbox_id)
         if doc is None:
             return self.fail(404, f"integration {inbox_id} not found")

@@ -12,6 +12,11 @@ Who may call (:class:`RpcAccess`): callers whose socket address is in ``rpc_allo
 and the private ranges, where erxes services call each other without credentials) and, when ``rpc_token`` is set,
 who send ``Authorization: Bearer <token>``. Anyone else gets HTTP 403 with an error envelope naming the reason,
 before the body is read; each caller's refusal is logged once (WARNING), the token never.
+
+A request that came through a proxy is refused as well (issue 12 item 6): erxes's gateway proxy adds ``userid``
+and ``hostname`` to every request it forwards (and ``user`` for a logged-in one), while erxes's internal HTTP RPC
+callers send only ``Content-Type``. Behind a proxy inside the private network the address rule alone would let a
+browser's request in; these headers give it away.
 """
 from __future__ import annotations
 
@@ -29,11 +34,22 @@ from runtime import metrics
 from runtime.broker._envelope import encode_error, handle_rpc
 from runtime.config import PRIVATE_NETWORKS
 
-__all__ = ["RpcAccess", "RpcHandler", "http_procedures", "rpc_routes"]
+__all__ = ["PROXY_HEADERS", "RpcAccess", "RpcHandler", "http_procedures", "proxied", "rpc_routes"]
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Any]
+
+PROXY_HEADERS = ("userid", "hostname", "user")  # what erxes's gateway proxy adds; its internal callers never send
+
+
+def proxied(headers: Mapping[str, str]) -> str | None:
+    """Why a request looks proxied (the first gateway header it carries), or None."""
+    found = next((name for name in PROXY_HEADERS if headers.get(name) is not None), None)
+    if found is None:
+        return None
+    return (f"a proxied request (header {found!r}, as erxes's gateway adds) may not call /rpc: erxes services "
+            f"call it directly")
 
 
 def http_procedures(table: Mapping[str, Handler]) -> dict[str, tuple[str, Handler]]:
@@ -94,7 +110,8 @@ class RpcHandler(tornado.web.RequestHandler):
         self.chunks: list[bytes] = []  # web.limits keeps the total under max_request_bytes
 
     def prepare(self) -> None:
-        reason = self.access.refusal(self.request.remote_ip, self.request.headers.get("Authorization"))
+        reason = proxied(self.request.headers) or self.access.refusal(self.request.remote_ip,
+                                                                     self.request.headers.get("Authorization"))
         if reason is not None:
             self.access.log_once(self.request.remote_ip, f"{self.request.method} {self.request.path[:200]}", reason)
             self.self_logged = True  # no access log line too: a refused caller is logged once (web.limits)

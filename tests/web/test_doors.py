@@ -268,3 +268,39 @@ def test_the_secrets_check_sees_responses_replies_and_logs(server: Server) -> No
         logging.getLogger("web.doors").debug("the secret is %s", leak)
     assert {f.split(":")[0] for f in found} == {"an HTTP response", "an RPC reply", "a log line"}, found
     assert not any(leak in f for f in found) and all("<secret>" in f for f in found)
+
+
+# -- /rpc refuses proxied requests (issue 12 item 6) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("header", [{"userid": ""}, {"userid": "u1"}, {"hostname": "acme.erxes.io"}, USER])
+def test_rpc_refuses_a_request_the_gateway_proxy_forwarded(server: Server, header: dict[str, str]) -> None:
+    """erxes's gateway adds ``userid`` and ``hostname`` (``userid`` empty without a login) to all it forwards;
+    its internal callers send only Content-Type. Refused before the body is read, from an allowed address."""
+    status, reply = rpc(server, ENVELOPE, header)
+    assert status == 403 and reply["status"] == "error" and "proxied" in reply["errorMessage"], reply
+    status, reply = rpc(server, b"{" + b" " * (LIMIT // 2) + b"}", header)
+    assert status == 403 and server.calls == []
+    assert rpc(server, ENVELOPE) == (200, {"status": "success", "data": {"hello": "world"}})  # erxes's own caller
+
+
+# -- GET /login starts a sign-in only for an owner or a listed user (issue 12 item 10) ------------------------------
+
+def user_header(**user: Any) -> dict[str, str]:
+    import base64
+
+    return {"user": base64.b64encode(json.dumps(user).encode()).decode()}
+
+
+def test_login_starts_a_sign_in_only_for_an_erxes_owner_or_a_listed_user() -> None:
+    srv = Server(config(login_allowed_users="helper@example.com, u-42"))
+    path = "/login?integrationId=inbox-1"
+    assert srv.request("GET", path)[0] == 401
+    for refused in (user_header(_id="u1"), user_header(_id="u1", isOwner=False), user_header(_id="u1", isOwner="true"),
+                    user_header(_id="u1", role="admin", email="someone@example.com")):
+        status, body = srv.request("GET", path, headers=refused)
+        assert status == 403 and b"owner" in body, (refused, status, body)
+    # past the check: the (fake) storage knows no integration, so 404 means the sign-in would have started
+    for allowed in (user_header(_id="u1", isOwner=True), user_header(_id="u2", email="Helper@example.com"),
+                    user_header(_id="u-42")):
+        assert srv.request("GET", path, headers=allowed)[0] == 404, allowed
+    assert config().login_allowed_users == ()

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 
 from runtime.process import Runtime
-from runtime.push import sign
+from runtime.push import sign, verify
 from tests.conftest import make_mail, wait_for
 from tests.e2e import Caller, runtime_config
 
@@ -70,3 +70,19 @@ def test_signed_push_is_ingested_exactly_once(runtime, amqp_url, prefix, mailser
     assert db.imap_messages.count_documents({}) == 1
     for response in (body, again, reason):
         assert secret not in json.dumps(response)
+
+
+def test_a_signature_with_letters_outside_ascii_is_401_not_500(runtime, amqp_url, prefix, mailserver, db):
+    """issue 12 item 10: ``hmac.compare_digest`` raised TypeError on a non-ASCII str (HTTP 500)."""
+    caller = Caller(amqp_url, prefix)
+    try:
+        user, password = mailserver.add_user()
+        caller.create_integration("push-2", mailserver.details(user, password))
+    finally:
+        caller.close()
+    raw = make_mail(to=f"{user}@localhost", subject="pushed")
+    for signature in ("sha256=\u00e9t\u00e9", "\u00ff" * 71, "sha256=" + "\u00e4" * 64):
+        status, body = post(runtime, raw, inbox_id="push-2", signature=signature)
+        assert status == 401 and "signature" in body["error"].lower(), (signature, status, body)
+    assert db.imap_messages.count_documents({}) == 0
+    assert not verify("secret", raw, "sha256=\u00e9") and not verify("secret", raw, "\udcff")

@@ -21,8 +21,9 @@ from pymongo.errors import PyMongoError
 
 from runtime import metrics
 from runtime.cursor import FolderProgress, Incoming
-from runtime.errors import AuthenticationFailed, MailboxError, MailParseError, StorageError
-from runtime.imap import NETWORK_ERRORS, ImapSettings, connect
+from runtime.errors import AuthenticationFailed, FolderUnavailable, MailboxError, MailParseError, StorageError
+from runtime.folders import FolderSkips
+from runtime.imap import NETWORK_ERRORS, ImapSettings, connect, select_resolved
 from runtime.logins import LoginPacer, shared_pacer
 from runtime.mailparse import parse_mail
 from runtime.storage import utcnow
@@ -61,6 +62,8 @@ class Mailbox:
         self._client: Any = None
         self._folders = {name: FolderProgress(name) for name in self.settings.folders}
         self._primary = self.settings.folders[0]
+        self._skips = FolderSkips()  # folders that cannot be selected: retried on their own, slower schedule
+        self._server_names: dict[str, str] = {}  # configured folder -> the server's name (runtime/folders.py)
         self._selected: str | None = None
         self._idling = False
         self._idle_since = 0.0
@@ -293,7 +296,13 @@ class Mailbox:
         fp = self._folders[name]
         if self._selected == name:
             return fp
-        info = self._client.select_folder(name, readonly=True)
+        self._selected = None  # a failed SELECT leaves no folder selected (RFC 3501)
+        server_name, info = select_resolved(self._client, name, self._server_names.get(name))
+        if server_name != self._server_names.get(name, name):
+            logger.info("Mailbox %s: folder %r is %r on the server", self.inbox_id, name, server_name)
+        self._server_names[name] = server_name
+        if self._skips.selected(name):
+            self._storage.log("info", f"folder {name!r} selected again", inbox_id=self.inbox_id)
         self._client.announced()  # the SELECT's own EXISTS: the folder's size, not news
         self._selected = name
         uidvalidity = int(info[b"UIDVALIDITY"])
@@ -310,7 +319,7 @@ class Mailbox:
 
     def _sync_one_batch(self) -> bool:
         """Fetch and dispatch one batch of new mail from a folder that needs it; False when all are caught up."""
-        fp = next((f for f in self._folders.values() if f.need_sync), None)
+        fp = next((f for f in self._folders.values() if self._wanted(f)), None)
         if fp is None:
             return False
         room = min(self._config.fetch_batch, self._config.max_inflight - sum(
@@ -326,7 +335,11 @@ class Mailbox:
         if self._idling:
             self._client.idle_done()
             self._idling = False
-        fp = self._select(fp.name)
+        try:
+            fp = self._select(fp.name)
+        except FolderUnavailable as exc:
+            self._skip(fp.name, exc)
+            return True
         if fp.initial:
             since = (utcnow() - dt.timedelta(days=self._config.lookback_days)).date()
             uids = self._client.search(["SINCE", since])
@@ -377,14 +390,33 @@ class Mailbox:
         self.mail_done(fp.name, uid)
 
     def _after_sync(self) -> None:
-        if not any(f.need_sync for f in self._folders.values()):
+        if not any(self._wanted(f) for f in self._folders.values()):
             self._failures = 0
             self._outages = 0
             synced = self._clock() - self._synced_at >= SYNCED_EVERY
-            self._set_state("idle", None, healthy=True, synced=synced)
+            self._set_state("idle", self._skips.reason(), healthy=True, synced=synced)
+
+    def _wanted(self, fp: FolderProgress) -> bool:
+        """Whether ``fp`` needs a search now (a skipped folder only once its retry is due)."""
+        return fp.need_sync and self._skips.due(fp.name, self._clock())
+
+    def _skip(self, name: str, exc: FolderUnavailable) -> None:
+        """A folder that cannot be selected hurts only itself: skipped, retried later, the connection kept."""
+        delay = self._skips.failed(name, str(exc), self._clock())
+        logger.warning("Mailbox %s: %s; skipped, next try in %.0f s", self.inbox_id, exc, delay)
+        self._after_sync()
 
     def _idle_slice(self) -> None:
-        primary = self._select(self._primary)
+        skipped = self._skips.skipped()
+        name = next((n for n in self.settings.folders if n not in skipped), None)
+        if name is None:  # every folder is skipped: wait for their retries on the open connection
+            self._sleep(self._config.idle_slice_seconds)
+            return
+        try:
+            primary = self._select(name)
+        except FolderUnavailable as exc:
+            self._skip(name, exc)
+            return
         if not self._idling:
             if self._client.announced():  # a mail came in during the last search: fetch it rather than IDLE past it
                 primary.need_sync = True

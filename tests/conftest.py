@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = Path("/tmp/imap-runtime/test")
 TEST_PORTS = {"MONGO_PORT": "27217", "IMAP_PORT": "11143", "IMAPS_PORT": "11993", "LMTP_PORT": "11024",
               "SUBMISSION_PORT": "11587", "SMTP_PORT": "11025", "PRIVATE_AMQP_PORT": "11672",
-              "PRIVATE_REDIS_PORT": "11379", "OAUTH_PORT": "11980"}
+              "PRIVATE_REDIS_PORT": "11379", "OAUTH_PORT": "11980",
+              "CYRUS_IMAP_PORT": "11243", "CYRUS_IMAPS_PORT": "11293"}  # as scripts/test.sh
 
 
 def read_env_file(path: Path) -> dict[str, str]:

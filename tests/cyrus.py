@@ -8,9 +8,12 @@ made with ``cyrus.sh adduser`` (a SASL secret and the mailbox ``user.NAME``). It
 """
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from imapclient import IMAPClient
 
 from tests.conftest import REPO, MailServer
 
@@ -35,6 +38,13 @@ class CyrusServer(MailServer):
         subprocess.run(["bash", str(REPO / "scripts" / "cyrus.sh"), "adduser", self.dir, user, password],
                        check=True, timeout=30, capture_output=True, env={"CHECK_PYTHON": sys.executable,
                                                                          "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+
+    def client(self, user: str, password: str) -> IMAPClient:
+        """A session of ``user``, with TCP_NODELAY: imaplib writes an APPEND's literal as a second small segment,
+        which Nagle holds until Cyrus's delayed ACK (about 74 ms per APPEND here, 22 ms with NODELAY)."""
+        client = super().client(user, password)
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client
 
     def folder(self, name: str) -> str:
         """The server's name of a personal folder ``name``: ``INBOX.name`` (Debian's ``altnamespace: no``)."""

@@ -70,6 +70,7 @@ class Mailbox:
         self._heard_at = 0.0
         self._retry_at = 0.0
         self._failures = 0
+        self._trouble: str | None = None  # while unHealthy: the error, kept through the retries (issue 14)
         self._auth_failures = 0
         self._outages = 0
         self._state: tuple[str, str | None] | None = None
@@ -124,7 +125,11 @@ class Mailbox:
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1)) * self._rng.uniform(0.5, 1.0)
             self._retry_at = self._clock() + delay
             logger.debug("Mailbox %s: retrying in %.1f s", self.inbox_id, delay)
-            self._set_state("backoff", str(exc), healthy=True)
+            # honest health (issue 14): an error that outlasts its backoff (it came again after the retry), or one
+            # that no retry mends (an unverifiable certificate), is unHealthy with the server's words
+            if self._failures >= 2 or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                self._trouble = str(exc)
+            self._set_state("backoff", str(exc), healthy=self._trouble is None)
 
     def cut(self) -> None:
         """Thread-safe: stop for good and shut the socket down under whatever command is running (it then fails
@@ -265,7 +270,7 @@ class Mailbox:
 
     # -- steps ------------------------------------------------------------------------------------------------------
     def _connect(self) -> None:
-        self._set_state("connecting", None, healthy=True)
+        self._set_state("connecting", self._trouble, healthy=self._trouble is None)
         self._client = self._imap_factory(self.settings)
         self._selected = None
         self._auth_failures = 0
@@ -277,7 +282,7 @@ class Mailbox:
                 else:
                     fp.initial = True
             fp.reset()  # after a reconnect: re-search from the cursor; done work is recognised downstream
-        self._set_state("syncing", None, healthy=True)
+        self._set_state("syncing", self._trouble, healthy=self._trouble is None)
 
     def _paced(self) -> bool:
         """Whether the login must wait (see runtime/logins.py); a long wait is shown as ``backoff``."""
@@ -289,7 +294,7 @@ class Mailbox:
         self._retry_at = self._clock() + wait
         if wait > 5.0 and self._pacer.at_limit(key):
             self._set_state("backoff", f"{self._pacer.per_mailbox} logins in {self._pacer.window / 60:.0f} minutes: "
-                                       f"the next one waits {wait:.0f} s", healthy=True)
+                                       f"the next one waits {wait:.0f} s", healthy=self._trouble is None)
         return True
 
     def _select(self, name: str) -> FolderProgress:
@@ -392,6 +397,7 @@ class Mailbox:
     def _after_sync(self) -> None:
         if not any(self._wanted(f) for f in self._folders.values()):
             self._failures = 0
+            self._trouble = None
             self._outages = 0
             synced = self._clock() - self._synced_at >= SYNCED_EVERY
             self._set_state("idle", self._skips.reason(), healthy=True, synced=synced)

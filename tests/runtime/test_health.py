@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.errors import MailboxError
-from tests.actors.test_mailbox import FakeImap, MemoryStorage, Pipeline, clock, mailbox
+from tests.actors.test_mailbox import FakeImap, MemoryStorage, Pipeline, mailbox
 from tests.conftest import make_mail
 from tests.runtime.test_folders import CyrusLikeImap, folder_mailbox
 

@@ -59,6 +59,11 @@ class MailboxError(RuntimeFault):
     """Talking to an integration's mail server failed."""
 
 
+class FolderUnavailable(MailboxError):
+    """A configured folder cannot be selected (not on the server, ambiguous, refused): that folder is skipped and
+    retried on its own schedule (runtime/folders.py); the mailbox's connection and other folders go on."""
+
+
 class AuthenticationFailed(MailboxError):
     """The mail server refused the login; retrying with the same settings will not help."""
 

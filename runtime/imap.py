@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
-from runtime.errors import AuthenticationFailed, MailboxError, RequestError
+from runtime.errors import AuthenticationFailed, FolderUnavailable, MailboxError, RequestError
+from runtime.folders import resolve
 from runtime.idle import IdleClient
 from runtime.oauth import Tokens, parse_oauth
 
-__all__ = ["ImapSettings", "connect", "host_problem", "oauth_tokens", "parse_details", "tls_context",
-           "NETWORK_ERRORS"]
+__all__ = ["ImapSettings", "connect", "host_problem", "oauth_tokens", "parse_details", "select_resolved",
+           "tls_context", "NETWORK_ERRORS"]
 
 # Seconds for the TCP connect, the TLS handshake and the greeting: a dropped SYN or a server too busy to greet
 # costs this, not the whole command timeout (imap_timeout_seconds) before the backoff.
@@ -205,6 +206,35 @@ def connect(settings: ImapSettings) -> IMAPClient:
         _close(client)
         raise MailboxError(f"{where}: {_words(exc)}") from exc
     return client
+
+
+def select_resolved(client: Any, wanted: str, known: str | None = None) -> tuple[str, dict[bytes, Any]]:
+    """SELECT (read-only) the server folder that the configured name ``wanted`` means: ``known`` (an earlier
+    resolution) or ``wanted`` itself first; when the server answers NO, the folder is resolved against its LIST
+    and NAMESPACE (runtime/folders.py) and the folder found is selected. Returns (server name, SELECT answer).
+
+    A folder that still cannot be selected raises :class:`FolderUnavailable` naming it, with the server's words;
+    a dead connection raises what imapclient raises (IMAPClientAbortError, OSError)."""
+    first = known or wanted
+    try:
+        return first, client.select_folder(first, readonly=True)
+    except IMAPClientAbortError:
+        raise
+    except IMAPClientError as exc:
+        refused = _words(exc)
+    namespaces = client.namespace() if client.has_capability("NAMESPACE") else None
+    personal = [(p, s) for p, s in (namespaces.personal or ())] if namespaces else []
+    found = resolve(wanted, client.list_folders(), personal)
+    if found.name is None or found.name == first:
+        raise FolderUnavailable(f"folder {wanted!r} cannot be selected: {refused}"
+                                + ("" if found.name else f"; {found.why}"))
+    try:
+        return found.name, client.select_folder(found.name, readonly=True)
+    except IMAPClientAbortError:
+        raise
+    except IMAPClientError as exc:
+        raise FolderUnavailable(f"folder {wanted!r} (on the server {found.name!r}) cannot be selected: "
+                                f"{_words(exc)}") from exc
 
 
 def _access_token(settings: ImapSettings) -> str:

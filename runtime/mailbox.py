@@ -21,8 +21,9 @@ from pymongo.errors import PyMongoError
 
 from runtime import metrics
 from runtime.cursor import FolderProgress, Incoming
-from runtime.errors import AuthenticationFailed, MailboxError, MailParseError, StorageError
-from runtime.imap import NETWORK_ERRORS, ImapSettings, connect
+from runtime.errors import AuthenticationFailed, FolderUnavailable, MailboxError, MailParseError, StorageError
+from runtime.folders import FolderSkips
+from runtime.imap import NETWORK_ERRORS, ImapSettings, connect, select_resolved
 from runtime.logins import LoginPacer, shared_pacer
 from runtime.mailparse import parse_mail
 from runtime.storage import MAX_RAW_IN_DOCUMENT, utcnow
@@ -61,12 +62,15 @@ class Mailbox:
         self._client: Any = None
         self._folders = {name: FolderProgress(name) for name in self.settings.folders}
         self._primary = self.settings.folders[0]
+        self._skips = FolderSkips()  # folders that cannot be selected: retried on their own, slower schedule
+        self._server_names: dict[str, str] = {}  # configured folder -> the server's name (runtime/folders.py)
         self._selected: str | None = None
         self._idling = False
         self._idle_since = 0.0
         self._heard_at = 0.0
         self._retry_at = 0.0
         self._failures = 0
+        self._trouble: str | None = None  # while unHealthy: the error, kept through the retries (issue 14)
         self._auth_failures = 0
         self._outages = 0
         self._state: tuple[str, str | None] | None = None
@@ -123,7 +127,11 @@ class Mailbox:
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1)) * self._rng.uniform(0.5, 1.0)
             self._retry_at = self._clock() + delay
             logger.debug("Mailbox %s: retrying in %.1f s", self.inbox_id, delay)
-            self._set_state("backoff", str(exc), healthy=True)
+            # honest health (issue 14): an error that outlasts its backoff (it came again after the retry), or one
+            # that no retry mends (an unverifiable certificate), is unHealthy with the server's words
+            if self._failures >= 2 or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                self._trouble = str(exc)
+            self._set_state("backoff", str(exc), healthy=self._trouble is None)
 
     def cut(self) -> None:
         """Thread-safe: stop for good and shut the socket down under whatever command is running (it then fails
@@ -270,7 +278,7 @@ class Mailbox:
 
     # -- steps ------------------------------------------------------------------------------------------------------
     def _connect(self) -> None:
-        self._set_state("connecting", None, healthy=True)
+        self._set_state("connecting", self._trouble, healthy=self._trouble is None)
         self._client = self._imap_factory(self.settings)
         self._selected = None
         self._auth_failures = 0
@@ -282,7 +290,7 @@ class Mailbox:
                 else:
                     fp.initial = True
             fp.reset()  # after a reconnect: re-search from the cursor; done work is recognised downstream
-        self._set_state("syncing", None, healthy=True)
+        self._set_state("syncing", self._trouble, healthy=self._trouble is None)
 
     def _paced(self) -> bool:
         """Whether the login must wait (see runtime/logins.py); a long wait is shown as ``backoff``."""
@@ -294,14 +302,20 @@ class Mailbox:
         self._retry_at = self._clock() + wait
         if wait > 5.0 and self._pacer.at_limit(key):
             self._set_state("backoff", f"{self._pacer.per_mailbox} logins in {self._pacer.window / 60:.0f} minutes: "
-                                       f"the next one waits {wait:.0f} s", healthy=True)
+                                       f"the next one waits {wait:.0f} s", healthy=self._trouble is None)
         return True
 
     def _select(self, name: str) -> FolderProgress:
         fp = self._folders[name]
         if self._selected == name:
             return fp
-        info = self._client.select_folder(name, readonly=True)
+        self._selected = None  # a failed SELECT leaves no folder selected (RFC 3501)
+        server_name, info = select_resolved(self._client, name, self._server_names.get(name))
+        if server_name != self._server_names.get(name, name):
+            logger.info("Mailbox %s: folder %r is %r on the server", self.inbox_id, name, server_name)
+        self._server_names[name] = server_name
+        if self._skips.selected(name):
+            self._storage.log("info", f"folder {name!r} selected again", inbox_id=self.inbox_id)
         self._client.announced()  # the SELECT's own EXISTS: the folder's size, not news
         self._selected = name
         uidvalidity = int(info[b"UIDVALIDITY"])
@@ -318,7 +332,7 @@ class Mailbox:
 
     def _sync_one_batch(self) -> bool:
         """Fetch and dispatch one batch of new mail from a folder that needs it; False when all are caught up."""
-        fp = next((f for f in self._folders.values() if f.need_sync), None)
+        fp = next((f for f in self._folders.values() if self._wanted(f)), None)
         if fp is None:
             return False
         room = min(self._config.fetch_batch, self._config.max_inflight - sum(
@@ -338,7 +352,11 @@ class Mailbox:
         if self._idling:
             self._client.idle_done()
             self._idling = False
-        fp = self._select(fp.name)
+        try:
+            fp = self._select(fp.name)
+        except FolderUnavailable as exc:
+            self._skip(fp.name, exc)
+            return True
         if fp.initial:
             since = (utcnow() - dt.timedelta(days=self._config.lookback_days)).date()
             uids = self._client.search(["SINCE", since])
@@ -419,14 +437,34 @@ class Mailbox:
         self.mail_done(fp.name, uid)
 
     def _after_sync(self) -> None:
-        if not any(f.need_sync for f in self._folders.values()):
+        if not any(self._wanted(f) for f in self._folders.values()):
             self._failures = 0
+            self._trouble = None
             self._outages = 0
             synced = self._clock() - self._synced_at >= SYNCED_EVERY
-            self._set_state("idle", None, healthy=True, synced=synced)
+            self._set_state("idle", self._skips.reason(), healthy=True, synced=synced)
+
+    def _wanted(self, fp: FolderProgress) -> bool:
+        """Whether ``fp`` needs a search now (a skipped folder only once its retry is due)."""
+        return fp.need_sync and self._skips.due(fp.name, self._clock())
+
+    def _skip(self, name: str, exc: FolderUnavailable) -> None:
+        """A folder that cannot be selected hurts only itself: skipped, retried later, the connection kept."""
+        delay = self._skips.failed(name, str(exc), self._clock())
+        logger.warning("Mailbox %s: %s; skipped, next try in %.0f s", self.inbox_id, exc, delay)
+        self._after_sync()
 
     def _idle_slice(self) -> None:
-        primary = self._select(self._primary)
+        skipped = self._skips.skipped()
+        name = next((n for n in self.settings.folders if n not in skipped), None)
+        if name is None:  # every folder is skipped: wait for their retries on the open connection
+            self._sleep(self._config.idle_slice_seconds)
+            return
+        try:
+            primary = self._select(name)
+        except FolderUnavailable as exc:
+            self._skip(name, exc)
+            return
         if not self._idling:
             if self._client.announced():  # a mail came in during the last search: fetch it rather than IDLE past it
                 primary.need_sync = True

@@ -94,6 +94,10 @@ if ((${#need[@]})); then
 fi
 [[ -r /usr/share/dovecot/dh.pem ]] || die "/usr/share/dovecot/dh.pem missing (dovecot-core not installed properly?)"
 
+# ---- Cyrus IMAP, the second test server: never 'apt-get install cyrus-imapd' (it removes dovecot-imapd) ------
+cyrus_out=$(bash "$REPO/scripts/cyrus.sh" install 2>&1) || { echo "$cyrus_out" >&2; die "scripts/cyrus.sh install failed"; }
+[[ "$cyrus_out" == *"already installed"* ]] || echo "install: $cyrus_out" >&2
+
 # ---- Python venv ----------------------------------------------------------------------------
 PY=${PYTHON:-python3}
 venv_note="venv up to date"

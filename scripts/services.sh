@@ -7,7 +7,8 @@
 #   scripts/services.sh status STATE_DIR   one line per server; exit 0 when all are up
 #   scripts/services.sh env    STATE_DIR   print STATE_DIR/services.env (sourceable KEY=VALUE lines:
 #       MONGO_URL RABBITMQ_HOST REDIS_HOST REDIS_PORT IMAP_PORT IMAPS_PORT SUBMISSION_PORT SMTP_PORT
-#       OAUTH_PORT LMTP_PORT CA_CERT USERS_FILE MAIL_DIR)
+#       OAUTH_PORT LMTP_PORT CA_CERT USERS_FILE MAIL_DIR
+#       CYRUS_IMAP_PORT CYRUS_IMAPS_PORT CYRUS_CA_CERT CYRUS_DIR)
 #
 # Servers (env read at 'start'; while they run, a later 'start' keeps the first values and refuses
 # conflicting ones):
@@ -23,6 +24,9 @@
 #                              by us), else a private redis-server on $PRIVATE_REDIS_PORT (6379), no persistence;
 #                              PRIVATE_REDIS=1: always the private one (scripts/run.sh: nothing of the demo
 #                              lands in a Redis that erxes may share)
+#   Cyrus IMAP 3.6             scripts/cyrus.sh in STATE_DIR/cyrus (a second, independent IMAP server):
+#                              CYRUS_IMAP_PORT=30143 (STARTTLS) CYRUS_IMAPS_PORT=30993; users via
+#                              'cyrus.sh adduser STATE_DIR/cyrus USER PASS'; folders INBOX.X, separator '.'
 # STATE_DIR is created 0755; it and every parent must be traversable by user 'dovecot' (so not
 # pytest's 0700 temp dirs): use e.g. /tmp/imap-runtime/NAME. Needs scripts/install.sh first.
 set -euo pipefail
@@ -164,6 +168,7 @@ redis_pid() { # its pid file first, else look for a redis-server whose cwd is ST
   return 0
 }
 mail_running() { bash "$HERE/mailserver.sh" status "$STATE/mail" >/dev/null 2>&1; }
+cyrus_running() { bash "$HERE/cyrus.sh" status "$STATE/cyrus" >/dev/null 2>&1; }
 
 kill_wait() { # pid name [sent]: SIGTERM (unless 'sent' already), wait up to 10 s, then SIGKILL
   local pid=$1 i
@@ -186,10 +191,12 @@ lock() { # serialize start/stop on one STATE_DIR; children get fd 9 closed (9>&-
 
 # ---- configuration ---------------------------------------------------------------------------
 KEYS=(MONGO_PORT IMAP_PORT IMAPS_PORT LMTP_PORT SUBMISSION_PORT SMTP_PORT NUSERS
-      SYSTEM_AMQP_PORT PRIVATE_AMQP_PORT SYSTEM_REDIS_PORT PRIVATE_REDIS_PORT OAUTH_PORT)
+      SYSTEM_AMQP_PORT PRIVATE_AMQP_PORT SYSTEM_REDIS_PORT PRIVATE_REDIS_PORT OAUTH_PORT
+      CYRUS_IMAP_PORT CYRUS_IMAPS_PORT)
 declare -A DEFAULT=([MONGO_PORT]=27017 [IMAP_PORT]=10143 [IMAPS_PORT]=10993 [LMTP_PORT]=10024
   [SUBMISSION_PORT]=10587 [SMTP_PORT]=10025 [NUSERS]=3 [SYSTEM_AMQP_PORT]=5672
-  [PRIVATE_AMQP_PORT]=10672 [SYSTEM_REDIS_PORT]=6379 [PRIVATE_REDIS_PORT]=6379 [OAUTH_PORT]=10980)
+  [PRIVATE_AMQP_PORT]=10672 [SYSTEM_REDIS_PORT]=6379 [PRIVATE_REDIS_PORT]=6379 [OAUTH_PORT]=10980
+  [CYRUS_IMAP_PORT]=30143 [CYRUS_IMAPS_PORT]=30993)
 declare -A PREV=() CFG=()
 read_kv() { # file assoc-array-name
   local k v; local -n into=$2
@@ -199,7 +206,7 @@ read_kv() { # file assoc-array-name
 }
 
 anything_of_ours_alive() {
-  [[ -n "$(mongo_pid)" || -n "$(rabbit_pid)" || -n "$(redis_pid)" ]] || mail_running
+  [[ -n "$(mongo_pid)" || -n "$(rabbit_pid)" || -n "$(redis_pid)" ]] || mail_running || cyrus_running
 }
 
 resolve_config() {
@@ -273,6 +280,16 @@ start_mail() {
   else NOTES+=("dovecot+relay (started)"); fi
 }
 
+start_cyrus() { # Cyrus IMAP beside Dovecot (scripts/install.sh runs 'scripts/cyrus.sh install')
+  touch "$STATE/cyrus.started"
+  local out
+  out=$(CYRUS_IMAP_PORT=${CFG[CYRUS_IMAP_PORT]} CYRUS_IMAPS_PORT=${CFG[CYRUS_IMAPS_PORT]} NUSERS=0 \
+    CHECK_PYTHON="$VPY" bash "$HERE/cyrus.sh" start "$STATE/cyrus" 9>&-) ||
+    { [[ -n "$out" ]] && echo "$out" >&2; die "Cyrus failed to start (logs: $STATE/cyrus/log; installed? scripts/install.sh)"; }
+  if [[ "$out" == *"already running"* ]]; then NOTES+=("cyrus :${CFG[CYRUS_IMAP_PORT]} (running)")
+  else NOTES+=("cyrus :${CFG[CYRUS_IMAP_PORT]} (started)"); fi
+}
+
 AMQP_PORT_USED=""
 start_rabbit() {
   local priv=${CFG[PRIVATE_AMQP_PORT]} sys=${CFG[SYSTEM_AMQP_PORT]}
@@ -344,6 +361,10 @@ CA_CERT=$CA_CERT
 USERS_FILE=$USERS_FILE
 MAIL_DIR=$MAIL_DIR
 EOF
+    # shellcheck disable=SC1091
+    . "$STATE/cyrus/ports.env"
+    printf 'CYRUS_IMAP_PORT=%s\nCYRUS_IMAPS_PORT=%s\nCYRUS_CA_CERT=%s\nCYRUS_DIR=%s\n' \
+      "$CYRUS_IMAP_PORT" "$CYRUS_IMAPS_PORT" "$CYRUS_CA_CERT" "$CYRUS_DIR"
   ) > "$ENVFILE.tmp"
   mv "$ENVFILE.tmp" "$ENVFILE"
 }
@@ -355,6 +376,7 @@ start() {
   resolve_config
   start_mongo
   start_mail
+  start_cyrus
   start_rabbit
   start_redis
   write_env
@@ -381,6 +403,10 @@ stop() {
     bash "$HERE/mailserver.sh" stop "$STATE/mail" >/dev/null 9>&-
     rm -f "$STATE/mail.started"
   fi
+  if [[ -e "$STATE/cyrus.started" ]]; then
+    bash "$HERE/cyrus.sh" stop "$STATE/cyrus" >/dev/null 9>&-
+    rm -f "$STATE/cyrus.started"
+  fi
   [[ -n "$mpid" ]] && kill_wait "$mpid" secantusd sent
   rm -f "$STATE/mongo.pid" "$ENVFILE" "$CONFIG"
   echo "services: stopped ($STATE)"
@@ -396,6 +422,8 @@ status() {
   else echo "mongo:    DOWN (127.0.0.1:$port)"; ok=1; fi
   if mail_running; then echo "mail:     up ($(bash "$HERE/mailserver.sh" status "$STATE/mail"), imap 127.0.0.1:${E[IMAP_PORT]})"
   else echo "mail:     DOWN ($STATE/mail)"; ok=1; fi
+  if cyrus_running; then echo "cyrus:    up (imap 127.0.0.1:${E[CYRUS_IMAP_PORT]:-?})"
+  else echo "cyrus:    DOWN ($STATE/cyrus)"; ok=1; fi
   port=${E[RABBITMQ_HOST]#*@127.0.0.1:}; port=${port%%/*}
   if amqp_answers "$port"; then echo "rabbitmq: up (127.0.0.1:$port$([[ -e "$STATE/rabbit.started" ]] && echo ", private" || echo ", shared"))"
   else echo "rabbitmq: DOWN (127.0.0.1:$port)"; ok=1; fi

@@ -6,7 +6,7 @@
 # 1. scripts/install.sh (about 1 s when nothing is missing)
 # 2. scripts/services.sh start /tmp/imap-runtime/test on test ports, so it never clashes with a demo
 #    instance: MONGO_PORT=27217 IMAP_PORT=11143 IMAPS_PORT=11993 LMTP_PORT=11024 SUBMISSION_PORT=11587
-#    SMTP_PORT=11025 OAUTH_PORT=11980 (a private RabbitMQ/Redis, only where none runs on 5672/6379: 11672/11379)
+#    SMTP_PORT=11025 OAUTH_PORT=11980 CYRUS_IMAP_PORT=11243 CYRUS_IMAPS_PORT=11293 (a private RabbitMQ/Redis, only where none runs on 5672/6379: 11672/11379)
 # 3. IMAP_RUNTIME_SERVICES_ENV=/tmp/imap-runtime/test/services.env .venv/bin/python -m pytest
 #      -p no:cacheprovider --basetemp=/tmp/imap-runtime/pytest "$@"        (run from the repo root)
 # 4. on exit: services.sh stop (KEEP_SERVICES=1 leaves them running for the next run).
@@ -41,6 +41,7 @@ trap 'exit 143' TERM
 
 MONGO_PORT=27217 IMAP_PORT=11143 IMAPS_PORT=11993 LMTP_PORT=11024 SUBMISSION_PORT=11587 SMTP_PORT=11025 \
   PRIVATE_AMQP_PORT=11672 PRIVATE_REDIS_PORT=11379 OAUTH_PORT=11980 \
+  CYRUS_IMAP_PORT=11243 CYRUS_IMAPS_PORT=11293 \
   bash "$REPO/scripts/services.sh" start "$STATE" 9>&-
 
 export IMAP_RUNTIME_SERVICES_ENV=$STATE/services.env

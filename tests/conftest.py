@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = Path("/tmp/imap-runtime/test")
 TEST_PORTS = {"MONGO_PORT": "27217", "IMAP_PORT": "11143", "IMAPS_PORT": "11993", "LMTP_PORT": "11024",
               "SUBMISSION_PORT": "11587", "SMTP_PORT": "11025", "PRIVATE_AMQP_PORT": "11672",
-              "PRIVATE_REDIS_PORT": "11379", "OAUTH_PORT": "11980"}
+              "PRIVATE_REDIS_PORT": "11379", "OAUTH_PORT": "11980",
+              "CYRUS_IMAP_PORT": "11243", "CYRUS_IMAPS_PORT": "11293"}  # as scripts/test.sh
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -158,12 +159,18 @@ def proxies() -> Iterator[list[Any]]:
 
 
 class MailServer:
-    """The test Dovecot: users are added per test; mail is appended over IMAP."""
+    """The test Dovecot: users are added per test; mail is appended over IMAP. ``tests/cyrus.py`` has the same face
+    for Cyrus: a test that takes ``mailserver`` runs on both with ``@both_servers``."""
+
+    kind = "dovecot"
+    separator = "/"
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.host = "127.0.0.1"
         self.imap_port = int(env["IMAP_PORT"])
+        self.imaps_port = int(env["IMAPS_PORT"])
+        self.ca_cert_path = Path(env["CA_CERT"])
         self.smtp_port = int(env["SMTP_PORT"])
         self.submission_port = int(env["SUBMISSION_PORT"])
 
@@ -179,6 +186,15 @@ class MailServer:
         register_secret(password)
         subprocess.run(["bash", str(REPO / "scripts" / "mailserver.sh"), "adduser", self.env["MAIL_DIR"], user,
                         password], check=True, timeout=30, capture_output=True)
+
+    def folder(self, name: str) -> str:
+        """The server's own name of a personal folder ``name`` (Dovecot: the name itself)."""
+        return name
+
+    @property
+    def ca_cert(self) -> str:
+        """PEM text of the CA that signed the server's certificate."""
+        return self.ca_cert_path.read_text()
 
     def client(self, user: str, password: str) -> IMAPClient:
         client = IMAPClient(self.host, port=self.imap_port, ssl=False, timeout=10)
@@ -201,8 +217,19 @@ class MailServer:
 
 
 @pytest.fixture
-def mailserver(services: dict[str, str]) -> MailServer:
+def mailserver(services: dict[str, str], request: Any) -> MailServer:
+    """Dovecot; with ``@both_servers`` (indirect parametrization) Dovecot and then Cyrus."""
+    if getattr(request, "param", "dovecot") == "cyrus":
+        from tests.cyrus import CyrusServer
+
+        if "CYRUS_IMAP_PORT" not in services:
+            pytest.skip("no Cyrus in this services.env (scripts/services.sh starts one since issue 14)")
+        return CyrusServer(services)
     return MailServer(services)
+
+
+# The tests that run against both IMAP servers (issue 14): ingest, catch-up, a crash, TLS, IDLE and folders.
+both_servers = pytest.mark.parametrize("mailserver", ["dovecot", "cyrus"], indirect=True)
 
 
 def make_mail(*, to: str, sender: str = "Alice Customer <alice@example.com>", subject: str = "Hello",

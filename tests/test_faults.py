@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runtime.process import Runtime
-from tests.conftest import REPO, MailServer, make_mail, wait_for
+from tests.conftest import REPO, MailServer, both_servers, make_mail, wait_for
 from tests.e2e import Caller, runtime_config
 from tests.faultproxy import FaultProxy
 
@@ -74,6 +74,7 @@ def test_stalled_imap_connection_is_noticed_and_other_mailboxes_keep_working(
         rt.stop()
 
 
+@both_servers
 def test_cut_imap_connection_reconnects_and_catches_up(services, mongo_url, prefix, caller, mailserver, db,
                                                         proxies):
     imap = FaultProxy("127.0.0.1", mailserver.imap_port)

@@ -12,7 +12,7 @@ import redis
 from runtime.__main__ import quiet_libraries
 from runtime.errors import RpcError
 from runtime.process import Runtime
-from tests.conftest import MailServer, make_mail, wait_for
+from tests.conftest import MailServer, both_servers, make_mail, wait_for
 from tests.e2e import connect_mailbox, runtime_config
 
 
@@ -25,6 +25,7 @@ def mailbox_state(db: Any, inbox_id: str) -> dict[str, Any] | None:
                                                                  "updatedAt": 1, "stateChangedAt": 1, "_id": 0})
 
 
+@both_servers
 def test_new_mail_becomes_customer_conversation_message_and_notification(runtime, caller, mailserver, db):
     user, password = connect_mailbox(caller, mailserver, db, "inbox-1")
     mailserver.append(user, password, make_mail(to=f"{user}@localhost", subject="Where is my order?",
@@ -127,6 +128,7 @@ def test_remove_update_and_wrong_password(runtime, caller, mailserver, db, caplo
     assert any(e["type"] == "error" and "inbox-x" == e.get("integrationId") for e in db.imap_logs.find())
 
 
+@both_servers
 def test_listen_and_restart_resume_every_stored_integration(services, mongo_url, prefix, caller, mailserver, db):
     rt = Runtime(runtime_config(services, mongo_url=mongo_url, prefix=prefix))
     rt.start()
@@ -245,7 +247,9 @@ def test_queue_names_are_registered_in_redis(runtime, services, prefix):
 
 
 def imap_sessions(mailserver: MailServer, user: str) -> int:
-    """How many IMAP sessions Dovecot has open for ``user`` (doveadm who)."""
+    """How many IMAP sessions Dovecot has open for ``user`` (doveadm who); Cyrus: ``CyrusServer.sessions``."""
+    if mailserver.kind == "cyrus":
+        return mailserver.sessions(user)  # type: ignore[attr-defined]
     out = subprocess.run(["doveadm", "-c", f"{mailserver.env['MAIL_DIR']}/dovecot.conf", "who", "-1", user],
                          capture_output=True, text=True, timeout=10)
     return sum(1 for line in out.stdout.splitlines()[1:] if line.split() and line.split()[0] == user

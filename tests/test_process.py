@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import MailServer, make_mail, wait_for
+from tests.conftest import MailServer, both_servers, make_mail, wait_for
 from tests.e2e import Caller, RuntimeProcess
 
 LOG_DIR = Path("/tmp/imap-runtime/test-logs")
@@ -26,6 +26,7 @@ def done_count(db: Any, inbox_id: str) -> int:
     return db.imap_messages.count_documents({"inboxIntegrationId": inbox_id, "ingestState": "done"})
 
 
+@both_servers
 def test_mail_arriving_while_stopped_and_a_kill_9_midway_lose_and_duplicate_nothing(
         process: RuntimeProcess, caller: Caller, mailserver: MailServer, db: Any):
     process.start()

@@ -7,7 +7,6 @@ then polls an empty socket until its timeout (the bug behind a 55 s delay seen i
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +14,12 @@ from imapclient import IMAPClient
 
 from runtime.idle import IdleClient
 from runtime.imap import ImapSettings, connect
-from tests.conftest import make_mail
+from tests.conftest import both_servers, make_mail
 
 
 def settings(mailserver: Any, user: str, password: str, *, tls: bool) -> ImapSettings:
-    port = int(mailserver.env["IMAPS_PORT"]) if tls else mailserver.imap_port
-    ca = Path(mailserver.env["CA_CERT"]).read_text() if tls else ""
+    port = mailserver.imaps_port if tls else mailserver.imap_port
+    ca = mailserver.ca_cert if tls else ""
     return ImapSettings(host="127.0.0.1", port=port, tls=tls, starttls=False, login=user, password=password,
                         address=f"{user}@localhost", main_user=user, folders=("INBOX",), timeout=10, ca_cert=ca)
 
@@ -40,6 +39,7 @@ def arrival_before_idle(client: Any, mailserver: Any, user: str, password: str) 
     return responses, elapsed
 
 
+@both_servers
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 def test_a_mail_announced_with_the_idle_continuation_is_seen(tls, mailserver):
     user, password = mailserver.add_user()

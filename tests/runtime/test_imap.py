@@ -1,12 +1,12 @@
 """Connecting to the real Dovecot: TLS verified by default, a CA given as PEM text, STARTTLS, refused logins."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from runtime.errors import AuthenticationFailed, MailboxError
 from runtime.imap import ImapSettings, connect, tls_context
+from tests.conftest import both_servers
 
 
 def settings(services: dict[str, str], user: str, password: str, **kw: object) -> ImapSettings:
@@ -14,12 +14,13 @@ def settings(services: dict[str, str], user: str, password: str, **kw: object) -
     return ImapSettings.from_integration(doc, timeout=10)
 
 
+@both_servers
 def test_self_signed_server_is_refused_by_default_and_accepted_with_its_ca(services, mailserver):
     user, password = mailserver.add_user()
-    tls = {"port": int(services["IMAPS_PORT"]), "tls": True}
+    tls = {"port": mailserver.imaps_port, "tls": True}
     with pytest.raises(MailboxError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
         connect(settings(services, user, password, **tls))
-    ca = Path(services["CA_CERT"]).read_text()
+    ca = mailserver.ca_cert
     clients = [connect(settings(services, user, password, caCert=ca, **tls)) for _ in range(2)]
     try:
         for client in clients:
@@ -32,12 +33,13 @@ def test_self_signed_server_is_refused_by_default_and_accepted_with_its_ca(servi
             client.logout()
 
 
+@both_servers
 def test_starttls_on_the_plain_port(services, mailserver):
     user, password = mailserver.add_user()
-    plain = {"port": int(services["IMAP_PORT"]), "tls": False, "starttls": True}
+    plain = {"port": mailserver.imap_port, "tls": False, "starttls": True}
     with pytest.raises(MailboxError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
         connect(settings(services, user, password, **plain))
-    client = connect(settings(services, user, password, caCert=Path(services["CA_CERT"]).read_text(), **plain))
+    client = connect(settings(services, user, password, caCert=mailserver.ca_cert, **plain))
     try:
         assert client.noop()
     finally:

@@ -60,6 +60,11 @@ DEFAULTS: dict[str, Any] = {
     "rpc_allowed_networks": "private",
     "rpc_token": "",
     "max_request_bytes": 15 * 1024 * 1024,
+    # -- the web console at / (web/console): its admin password (empty: a one-time one printed at start), whether
+    # it serves its read-only ops view with STANDALONE=false, and whether X-Forwarded-Proto may say "https"
+    "console_password": "",
+    "console_ops_view": False,
+    "console_trust_proxy": False,
 }
 
 # Environment variable -> Config field. erxes's names first, then ours.
@@ -90,6 +95,9 @@ ENV_SETTINGS: dict[str, str] = {
     "RPC_ALLOWED_NETWORKS": "rpc_allowed_networks",
     "RPC_TOKEN": "rpc_token",
     "MAX_REQUEST_BYTES": "max_request_bytes",
+    "CONSOLE_PASSWORD": "console_password",
+    "CONSOLE_OPS_VIEW": "console_ops_view",
+    "CONSOLE_TRUST_PROXY": "console_trust_proxy",
 }
 
 # What ``private`` means in RPC_ALLOWED_NETWORKS: loopback and the private ranges (RFC 1918, IPv6 unique local),
@@ -139,6 +147,10 @@ class Config:
     rpc_allowed_networks: tuple[str, ...] = PRIVATE_NETWORKS  # CIDRs allowed to call POST /rpc/<procedure>
     rpc_token: str = field(default="", repr=False)  # when set, POST /rpc needs "Authorization: Bearer <token>"
     max_request_bytes: int = 15 * 1024 * 1024  # request body limit of every route but /receive (max_mail_bytes)
+    # the web console (web/console): kept only to hash at start (never logged, never stored)
+    console_password: str = field(default="", repr=False)
+    console_ops_view: bool = False  # with STANDALONE=false: serve the read-only ops view (mailboxes, health)
+    console_trust_proxy: bool = False  # behind a TLS-terminating proxy: X-Forwarded-Proto=https marks cookies Secure
 
     @property
     def rpc_timeout(self) -> float:
@@ -378,7 +390,17 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "rpc_allowed_networks": _networks,
     "rpc_token": _token,
     "max_request_bytes": _number(int, 1024, 1024 ** 3),
+    "console_password": lambda setting, raw: _console_password(setting, raw),
+    "console_ops_view": _parse_bool,
+    "console_trust_proxy": _parse_bool,
 }
+
+
+def _console_password(setting: str, raw: Any) -> str:
+    if not isinstance(raw, str) or raw and (len(raw) < 8 or raw != raw.strip()):  # never quoted: a secret
+        raise ConfigError(setting, "must be empty (a one-time password is printed at start) or at least 8 "
+                                   "characters without surrounding spaces")
+    return raw
 
 
 def _validated(values: dict[str, Any]) -> Config:

@@ -1,0 +1,189 @@
+"""The web console over real HTTP (issue 16): an in-process runtime on a real port, driven with urllib.
+
+Sign-in (refusal, 429 past the limit, cookie flags), CSRF (a console POST without the token is refused while
+/rpc is not affected), the add form validated by createIntegration itself, the ops view with STANDALONE=false,
+and the pages' escaping. The browser tests are in tests/browser/.
+"""
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Iterator
+
+import pytest
+
+from runtime.config import load_config
+from runtime.process import Runtime
+from tests.e2e import runtime_config
+from tests.secretscan import register_secret
+
+PASSWORD = register_secret("console-pw-7f3a9c2e")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class Browser:
+    """Cookies kept, redirects not followed: each answer is seen as it is."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect())
+
+    def request(self, path: str, form: dict[str, str] | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        req = urllib.request.Request(self.base + path, data=data, headers=headers or {})
+        try:
+            with self.opener.open(req, timeout=15) as resp:
+                return resp.status, dict(resp.headers), resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read().decode()
+
+    def token(self, path: str = "/console/login") -> str:
+        status, _, page = self.request(path)
+        assert status == 200, page
+        return re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
+
+    def sign_in(self, password: str = PASSWORD) -> tuple[int, dict[str, str], str]:
+        return self.request("/console/login", {"_xsrf": self.token(), "password": password, "next": "/"})
+
+
+def start(services: dict[str, str], mongo_url: str, prefix: str, **overrides: Any) -> Runtime:
+    rt = Runtime(runtime_config(services, mongo_url=mongo_url, prefix=prefix, **overrides))
+    rt.start()
+    return rt
+
+
+@pytest.fixture
+def console(services: dict[str, str], mongo_url: str, prefix: str) -> Iterator[Runtime]:
+    rt = start(services, mongo_url, prefix, console_password=PASSWORD)
+    try:
+        yield rt
+    finally:
+        rt.stop()
+
+
+def test_pages_need_a_session_and_a_sign_in_sets_a_strict_httponly_cookie(console):
+    browser = Browser(console.web_port)
+    status, headers, _ = browser.request("/")
+    assert status == 302 and headers["Location"].startswith("/console/login?next=")
+    status, headers, _ = browser.sign_in()
+    assert status == 302 and headers["Location"] == "/"
+    cookie = headers["Set-Cookie"]
+    assert "console_session=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Secure" not in cookie  # plain http, and X-Forwarded-Proto is not trusted by default
+    assert PASSWORD not in cookie
+    status, headers, page = browser.request("/")
+    assert status == 200 and 'data-testid="add-integration"' in page
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+
+def test_a_wrong_password_is_refused_then_rate_limited(console):
+    browser = Browser(console.web_port)
+    for _ in range(5):
+        status, _, page = browser.sign_in("not-the-password")
+        assert status == 401 and "Wrong password." in page and "console_session" not in str(browser.jar)
+    status, headers, page = browser.sign_in("not-the-password")
+    assert status == 429 and int(headers["Retry-After"]) > 0
+    status, _, _ = browser.sign_in()  # even the right one waits now
+    assert status == 429 and "console_session" not in str(browser.jar)
+
+
+def test_a_console_post_without_the_csrf_token_is_refused_and_rpc_needs_none(console):
+    browser = Browser(console.web_port)
+    assert browser.sign_in()[0] == 302
+    details = {"host": "127.0.0.1", "user": "a@localhost", "password": "whatever-pw"}
+    status, _, page = browser.request("/console/mailboxes", details)
+    assert status == 403 and "CSRF" in page
+    status, _, _ = browser.request("/console/mailboxes", {**details, "_xsrf": "2|00000000|deadbeef|1"})
+    assert status == 403
+    status, _, _ = browser.request("/console/login", {"password": PASSWORD})
+    assert status == 403  # the sign-in form too
+    assert console.storage.integrations.count_documents({}) == 0
+    # the app's other routes do not require the console's token
+    req = urllib.request.Request(f"http://127.0.0.1:{console.web_port}/rpc/getStatus", method="POST",
+                                 data=json.dumps({"subdomain": "os", "data": {"integrationId": "x"}}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert json.loads(resp.read())["status"] == "success"
+
+
+def test_the_add_form_is_validated_by_create_integration(console):
+    browser = Browser(console.web_port)
+    browser.sign_in()
+    token = browser.token("/")
+    status, _, page = browser.request("/console/mailboxes", {
+        "_xsrf": token, "host": "bad..host", "user": "a@localhost", "password": "pw-x", "port": "99999"})
+    assert status == 400
+    # createIntegration's own words (runtime/imap.py parse_details), the form kept but never the password
+    assert "doc.data.host is not a valid host name" in page
+    assert 'value="a@localhost"' in page and "pw-x" not in page
+    status, _, page = browser.request("/console/mailboxes", {"_xsrf": token, "host": "127.0.0.1", "port": "99999",
+                                                             "user": "a@localhost", "password": "pw-x"})
+    assert status == 400 and "doc.data.port must be between 1 and 65535, got 99999" in page
+    assert console.storage.integrations.count_documents({}) == 0
+
+
+def test_an_added_mailbox_is_listed_with_its_state_and_log_and_can_be_removed(console, mailserver):
+    user, password = mailserver.add_user()
+    browser = Browser(console.web_port)
+    browser.sign_in()
+    token = browser.token("/")
+    status, headers, _ = browser.request("/console/mailboxes", {
+        "_xsrf": token, "host": mailserver.host, "port": str(mailserver.imap_port), "user": f"{user}@localhost",
+        "mainUser": user, "password": password, "smtpHost": mailserver.host,
+        "smtpPort": str(mailserver.submission_port)})  # tls unchecked: the test Dovecot's plain port
+    assert status == 302, headers
+    inbox_id = headers["Location"].split("/")[3].split("?")[0]
+    doc = console.storage.get_integration(inbox_id)
+    assert doc["user"] == f"{user}@localhost" and doc["tls"] is False and doc["port"] == mailserver.imap_port
+    from tests.conftest import wait_for
+
+    wait_for(lambda: 'data-state="idle"' in browser.request("/?fragment=rows")[2], timeout=10,
+             message="the mailbox idle on the page")
+    status, _, page = browser.request(f"/console/mailboxes/{inbox_id}")
+    assert status == 200 and f"integration {inbox_id} created for {user}@localhost" in page
+    assert password not in page
+    status, headers, _ = browser.request(f"/console/mailboxes/{inbox_id}/remove", {"_xsrf": token})
+    assert status == 302 and console.storage.get_integration(inbox_id) is None
+
+
+def test_with_erxes_the_console_is_off_unless_the_ops_view_is_on(services, mongo_url, prefix):
+    rt = start(services, mongo_url, prefix, standalone=False, console_password=PASSWORD)
+    try:
+        assert Browser(rt.web_port).request("/")[0] == 404
+    finally:
+        rt.stop()
+    rt = start(services, mongo_url, prefix, standalone=False, console_password=PASSWORD, console_ops_view=True)
+    try:
+        browser = Browser(rt.web_port)
+        assert browser.sign_in()[0] == 302
+        status, _, page = browser.request("/")
+        assert status == 200 and 'data-testid="add-integration"' not in page
+        assert browser.request("/console/conversations")[0] == 404
+        status, _, _ = browser.request("/console/mailboxes", {"_xsrf": browser.token("/"), "host": "h",
+                                                              "user": "u@x", "password": "pw-pw-pw"})
+        assert status == 403
+    finally:
+        rt.stop()
+
+
+def test_console_settings_are_read_and_checked():
+    config = load_config(environ={"CONSOLE_PASSWORD": "long-enough", "CONSOLE_OPS_VIEW": "true",
+                                  "CONSOLE_TRUST_PROXY": "yes"})
+    assert (config.console_password, config.console_ops_view, config.console_trust_proxy) == (
+        "long-enough", True, True)
+    assert "long-enough" not in repr(config)
+    from runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="CONSOLE_PASSWORD") as caught:
+        load_config(environ={"CONSOLE_PASSWORD": "short"})
+    assert "short" not in str(caught.value).replace("CONSOLE_PASSWORD", "")

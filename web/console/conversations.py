@@ -66,7 +66,7 @@ class ConversationsHandler(ConsoleHandler):
         query = self.get_query_argument("q", "")
         rows = await self.blocking(conversation_rows, self.deps.storage, query)
         if self.get_query_argument("fragment", "") == "rows":
-            self.render("conversation_rows.html", rows=rows)
+            self.render("conversation_rows.html", rows=rows, q=query)
             return
         self.render("conversations.html", rows=rows, q=query, page="conversations")
 

@@ -16,5 +16,9 @@
   }
   var source = new EventSource("/console/events");
   source.addEventListener(kind, refresh);
-  source.addEventListener("open", refresh);  // after a reconnect: catch up on what changed meanwhile
+  source.addEventListener("open", function () {  // also after a reconnect: catch up on what changed meanwhile
+    document.body.setAttribute("data-stream", "open");
+    refresh();
+  });
+  source.addEventListener("error", function () { document.body.setAttribute("data-stream", "reconnecting"); });
 })();

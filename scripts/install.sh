@@ -7,6 +7,7 @@
 # Debian packages: dovecot-imapd dovecot-lmtpd dovecot-submissiond openssl procps python3-venv,
 #   + rabbitmq-server when nothing answers AMQP on 127.0.0.1:5672,
 #   + redis-server    when nothing answers PING on 127.0.0.1:6379.
+#   + chromium chromium-driver (the console's browser tests; a block of its own, apt's --no-remove).
 #   The packages' own system services are kept from starting (policy-rc.d while apt runs) and, on a
 #   systemd host, disabled: scripts/services.sh runs private loopback-only instances instead.
 #   `apt-get update` runs once, and only when something has to be installed.
@@ -73,6 +74,17 @@ if ((${#need[@]})); then
   fi
   cleanup; trap - EXIT
 fi
+# ---- the console's browser tests (tests/browser): Debian's Chromium and its WebDriver ---------
+# A block of its own; --no-remove: apt may never remove a package to make room for them.
+if ! installed chromium || ! installed chromium-driver; then
+  [[ $EUID -eq 0 ]] || die "run as root: Debian packages to install: chromium chromium-driver"
+  echo "install: apt-get install chromium chromium-driver" >&2
+  apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove chromium \
+    chromium-driver >/tmp/imap-runtime-apt-chromium.log 2>&1 ||
+    { tail -30 /tmp/imap-runtime-apt-chromium.log >&2; die "apt-get install chromium failed (log: /tmp/imap-runtime-apt-chromium.log)"; }
+fi
+
 [[ -r /usr/share/dovecot/dh.pem ]] || die "/usr/share/dovecot/dh.pem missing (dovecot-core not installed properly?)"
 
 # ---- Python venv ----------------------------------------------------------------------------

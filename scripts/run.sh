@@ -31,6 +31,8 @@ done
 cat <<MSG
 
 imap-runtime is running (standalone mode, health: http://127.0.0.1:$PORT/health).
+The web console: http://127.0.0.1:$PORT/ (sign in with CONSOLE_PASSWORD, or the one-time password
+printed above when it is not set).
 The demo mailbox demo@localhost is connected. In another terminal:
 
   cd $REPO

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import logging
 import re
 import urllib.error
 import urllib.parse
@@ -52,8 +53,10 @@ class Browser:
         assert status == 200, page
         return re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
 
-    def sign_in(self, password: str = PASSWORD) -> tuple[int, dict[str, str], str]:
-        return self.request("/console/login", {"_xsrf": self.token(), "password": password, "next": "/"})
+    def sign_in(self, password: str = PASSWORD, headers: dict[str, str] | None = None
+                ) -> tuple[int, dict[str, str], str]:
+        return self.request("/console/login", {"_xsrf": self.token(), "password": password, "next": "/"},
+                            headers=headers)
 
 
 def start(services: dict[str, str], mongo_url: str, prefix: str, **overrides: Any) -> Runtime:
@@ -75,15 +78,20 @@ def test_pages_need_a_session_and_a_sign_in_sets_a_strict_httponly_cookie(consol
     browser = Browser(console.web_port)
     status, headers, _ = browser.request("/")
     assert status == 302 and headers["Location"].startswith("/console/login?next=")
-    status, headers, _ = browser.sign_in()
+    status, headers, _ = browser.sign_in(headers={"X-Forwarded-Proto": "https"})
     assert status == 302 and headers["Location"] == "/"
     cookie = headers["Set-Cookie"]
     assert "console_session=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert "Secure" not in cookie  # plain http, and X-Forwarded-Proto is not trusted by default
+    assert "Secure" not in cookie  # plain http: X-Forwarded-Proto is not trusted by default
     assert PASSWORD not in cookie
     status, headers, page = browser.request("/")
     assert status == 200 and 'data-testid="add-integration"' in page
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Frame-Options"] == "DENY"
+    other = Browser(console.web_port)  # after sign-in only a local path is followed
+    status, headers, _ = other.request("/console/login", {"_xsrf": other.token(), "password": PASSWORD,
+                                                          "next": "//evil.example/x"})
+    assert status == 302 and headers["Location"] == "/"
 
 
 def test_a_wrong_password_is_refused_then_rate_limited(console):
@@ -176,6 +184,18 @@ def test_with_erxes_the_console_is_off_unless_the_ops_view_is_on(services, mongo
         rt.stop()
 
 
+def test_behind_a_trusted_proxy_https_marks_the_cookies_secure(services, mongo_url, prefix):
+    rt = start(services, mongo_url, prefix, console_password=PASSWORD, console_trust_proxy=True)
+    try:
+        browser = Browser(rt.web_port)
+        status, headers, _ = browser.sign_in(headers={"X-Forwarded-Proto": "https"})
+        assert status == 302 and "Secure" in headers["Set-Cookie"]
+        status, headers, _ = Browser(rt.web_port).sign_in()  # plain http without the header: not Secure
+        assert status == 302 and "Secure" not in headers["Set-Cookie"]
+    finally:
+        rt.stop()
+
+
 def test_console_settings_are_read_and_checked():
     config = load_config(environ={"CONSOLE_PASSWORD": "long-enough", "CONSOLE_OPS_VIEW": "true",
                                   "CONSOLE_TRUST_PROXY": "yes"})
@@ -187,3 +207,20 @@ def test_console_settings_are_read_and_checked():
     with pytest.raises(ConfigError, match="CONSOLE_PASSWORD") as caught:
         load_config(environ={"CONSOLE_PASSWORD": "short"})
     assert "short" not in str(caught.value).replace("CONSOLE_PASSWORD", "")
+
+
+def test_without_a_password_a_one_time_one_is_printed_once_and_works(services, mongo_url, prefix, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="web.console")
+    rt = start(services, mongo_url, prefix)
+    try:
+        printed = capsys.readouterr().err
+        found = re.findall(r"one-time password (\S+)", printed)
+        assert len(found) == 1, printed
+        one_time = register_secret(found[0])  # the suite-wide check: never in a log record or a response
+        assert not any(one_time in r.getMessage() for r in caplog.records)
+        assert "no CONSOLE_PASSWORD set" in caplog.text
+        assert Browser(rt.web_port).sign_in("not-it-at-all")[0] == 401
+        assert Browser(rt.web_port).sign_in(one_time)[0] == 302
+        assert one_time not in json.dumps(list(rt.storage.db["imap_console"].find({}, {"_id": 0})))
+    finally:
+        rt.stop()

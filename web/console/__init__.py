@@ -29,6 +29,10 @@ def routes(deps: Any, config: Any, *, limiter: LoginLimiter | None = None) -> li
     full = bool(getattr(config, "standalone", True))
     if deps.storage is None or not (full or getattr(config, "console_ops_view", False)):
         return []
+    key_storage = getattr(deps.tenants, "base", None) or deps.storage
+    if not hasattr(key_storage, "db"):  # a stand-in without MongoDB (unit tests of other routes): no console
+        logger.debug("Console: off (the storage has no database)")
+        return []
     password = getattr(config, "console_password", "")
     if not password:
         password = one_time_password()
@@ -38,7 +42,7 @@ def routes(deps: Any, config: Any, *, limiter: LoginLimiter | None = None) -> li
               flush=True)
         logger.info("Console: no CONSOLE_PASSWORD set; a one-time password was printed to stderr")
     console = Console(deps=deps, password=PasswordCheck(password), full=full,
-                      cookie_secret=session_key(getattr(deps.tenants, "base", None) or deps.storage),
+                      cookie_secret=session_key(key_storage),
                       trust_proxy=bool(getattr(config, "console_trust_proxy", False)),
                       ask_timeout=float(getattr(config, "imap_timeout_seconds", 30.0)),
                       limiter=limiter or LoginLimiter())

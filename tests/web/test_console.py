@@ -224,3 +224,48 @@ def test_without_a_password_a_one_time_one_is_printed_once_and_works(services, m
         assert one_time not in json.dumps(list(rt.storage.db["imap_console"].find({}, {"_id": 0})))
     finally:
         rt.stop()
+
+
+def test_the_login_is_tested_first_with_the_servers_answer_and_nothing_saved(console, mailserver):
+    user, password = mailserver.add_user()
+    browser = Browser(console.web_port)
+    browser.sign_in()
+    token = browser.token("/")
+    form = {"_xsrf": token, "host": mailserver.host, "port": str(mailserver.imap_port), "user": f"{user}@localhost",
+            "mainUser": user}
+    status, _, page = browser.request("/console/mailboxes/test", {**form, "password": password})
+    assert status == 200 and f"The server accepted the login of {user} at {mailserver.host}" in page
+    status, _, page = browser.request("/console/mailboxes/test", {**form, "password": "wrong-password-x"})
+    assert status == 400 and "The login failed:" in page and "AUTHENTICATIONFAILED" in page
+    status, _, page = browser.request("/console/mailboxes/test", {**form, "password": password, "port": "0"})
+    assert status == 400 and "doc.data.port must be between 1 and 65535, got 0" in page  # parse_details' words
+    assert password not in page and console.storage.integrations.count_documents({}) == 0
+
+
+def test_a_mailbox_is_edited_through_update_integration_keeping_its_password(console, mailserver):
+    from tests.conftest import wait_for
+
+    user, password = mailserver.add_user()
+    browser = Browser(console.web_port)
+    browser.sign_in()
+    token = browser.token("/")
+    status, headers, _ = browser.request("/console/mailboxes", {
+        "_xsrf": token, "host": mailserver.host, "port": str(mailserver.imap_port), "user": f"{user}@localhost",
+        "password": password})
+    inbox_id = headers["Location"].split("/")[3].split("?")[0]
+    status, _, page = browser.request(f"/console/mailboxes/{inbox_id}/edit")
+    assert status == 200 and f'value="{user}@localhost"' in page and password not in page
+    status, headers, _ = browser.request(f"/console/mailboxes/{inbox_id}/edit", {
+        "_xsrf": token, "host": mailserver.host, "port": str(mailserver.imap_port), "user": f"{user}@localhost",
+        "mainUser": user, "smtpHost": mailserver.host, "smtpPort": str(mailserver.submission_port),
+        "password": ""})
+    assert status == 302 and headers["Location"] == f"/console/mailboxes/{inbox_id}?updated=1"
+    doc = console.storage.get_integration(inbox_id)
+    assert doc["mainUser"] == user and doc["smtpPort"] == str(mailserver.submission_port)
+    assert doc["password"] == password  # an empty password keeps the stored one (updateIntegration's rule)
+    wait_for(lambda: (console.storage.get_integration(inbox_id) or {}).get("state") == "idle", timeout=10,
+             message="the edited mailbox to IDLE")
+    status, _, page = browser.request(f"/console/mailboxes/{inbox_id}/edit", {
+        "_xsrf": token, "host": "", "user": f"{user}@localhost"})
+    assert status == 400 and "doc.data is missing host" in page
+    assert browser.request("/console/mailboxes/nope/edit", {"_xsrf": token, "host": "h", "user": "u@x"})[0] == 404

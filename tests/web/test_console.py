@@ -269,3 +269,61 @@ def test_a_mailbox_is_edited_through_update_integration_keeping_its_password(con
         "_xsrf": token, "host": "", "user": f"{user}@localhost"})
     assert status == 400 and "doc.data is missing host" in page
     assert browser.request("/console/mailboxes/nope/edit", {"_xsrf": token, "host": "h", "user": "u@x"})[0] == 404
+
+
+def test_conversations_search_status_sandboxed_body_and_attachment(console, mailserver):
+    from email.message import EmailMessage
+
+    from tests.conftest import make_mail, wait_for
+
+    user, password = mailserver.add_user()
+    browser = Browser(console.web_port)
+    browser.sign_in()
+    token = browser.token("/")
+    _, headers, _ = browser.request("/console/mailboxes", {
+        "_xsrf": token, "host": mailserver.host, "port": str(mailserver.imap_port), "user": f"{user}@localhost",
+        "mainUser": user, "password": password})
+    inbox_id = headers["Location"].split("/")[3].split("?")[0]
+    wait_for(lambda: (console.storage.get_integration(inbox_id) or {}).get("state") == "idle", timeout=10,
+             message="the mailbox to IDLE")
+    mailserver.append(user, password, make_mail(to=f"{user}@localhost", sender="Olga Orders <olga@example.com>",
+                                                subject="Refund for order 9"))
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "Paul Payer <paul@example.com>", f"{user}@localhost", "Invoice March"
+    msg["Message-ID"] = "<inv-march@example.com>"
+    msg.set_content("see attached")
+    msg.add_attachment(b"%PDF-1.4 fake", maintype="application", subtype="pdf", filename="invoice.pdf")
+    mailserver.append(user, password, bytes(msg))
+    wait_for(lambda: console.storage.messages.count_documents({"ingestState": "done"}) == 2, timeout=10,
+             message="both mails ingested")
+
+    _, _, page = browser.request("/console/conversations")
+    assert page.index("Invoice March") < page.index("Refund for order 9")  # newest first
+    for query, shown, hidden in (("olga", "Refund for order 9", "Invoice March"),  # sender address
+                                 ("paul payer", "Invoice March", "Refund"),        # sender name
+                                 ("REFUND", "Refund for order 9", "Invoice March"),  # subject, any case
+                                 ("(.*)", None, None)):                          # a regex is taken literally
+        _, _, page = browser.request("/console/conversations?" + urllib.parse.urlencode({"q": query}))
+        if shown is None:
+            assert page.count('data-testid="conversation-row"') == 0
+        else:
+            assert page.count('data-testid="conversation-row"') == 1 and shown in page and hidden not in page
+
+    doc = console.storage.messages.find_one({"messageId": "<inv-march@example.com>"})
+    conversation_id = doc["inboxConversationId"]
+    status, _, page = browser.request(f"/console/conversations/{conversation_id}")
+    assert status == 200 and f'src="/console/messages/{doc["_id"]}/body"' in page and '<iframe sandbox=""' in page
+    status, headers, body = browser.request(f"/console/messages/{doc['_id']}/body")
+    assert status == 200 and headers["Content-Security-Policy"].startswith("sandbox; default-src 'none'")
+    assert "see attached" in body
+    link = re.search(r'href="(/console/read-mail-attachment\?[^"]+)"', page).group(1).replace("&amp;", "&")
+    status, headers, data = browser.request(link)
+    assert status == 200 and data == "%PDF-1.4 fake" and headers["Content-Type"] == "application/pdf"
+    assert headers["Content-Disposition"].startswith('attachment; filename="invoice.pdf"')
+    assert Browser(console.web_port).request(link)[0] == 302  # not without a session
+
+    status, _, _ = browser.request(f"/console/conversations/{conversation_id}/status",
+                                   {"_xsrf": token, "status": "closed"})
+    assert status == 302
+    assert console.storage.db["standalone_conversations"].find_one({"_id": conversation_id})["status"] == "closed"
+    assert 'data-status="closed"' in browser.request("/console/conversations?fragment=rows")[2]

@@ -81,6 +81,11 @@ DEFAULTS: dict[str, Any] = {
     "http_max_header_bytes": 64 * 1024,
     "http_max_connections": 1000,
     "login_allowed_users": "",
+    # -- the web console at / (web/console): its admin password (empty: a one-time one printed at start), whether
+    # it serves its read-only ops view with STANDALONE=false, and whether X-Forwarded-Proto may say "https"
+    "console_password": "",
+    "console_ops_view": False,
+    "console_trust_proxy": False,
 }
 
 # Environment variable -> Config field. erxes's names first, then ours.
@@ -121,6 +126,9 @@ ENV_SETTINGS: dict[str, str] = {
     "STARTUP_WAIT_SECONDS": "startup_wait_seconds",
     "HTTP_MAX_CONNECTIONS": "http_max_connections",
     "LOGIN_ALLOWED_USERS": "login_allowed_users",
+    "CONSOLE_PASSWORD": "console_password",
+    "CONSOLE_OPS_VIEW": "console_ops_view",
+    "CONSOLE_TRUST_PROXY": "console_trust_proxy",
 }
 
 # What ``private`` means in RPC_ALLOWED_NETWORKS: loopback and the private ranges (RFC 1918, IPv6 unique local),
@@ -199,6 +207,10 @@ class Config:
     # GET /login?integrationId= (web/login.py): erxes owners (isOwner in the user header) and these users (ids,
     # emails or usernames) may start a sign-in.
     login_allowed_users: tuple[str, ...] = ()
+    # the web console (web/console): kept only to hash at start (never logged, never stored)
+    console_password: str = field(default="", repr=False)
+    console_ops_view: bool = False  # with STANDALONE=false: serve the read-only ops view (mailboxes, health)
+    console_trust_proxy: bool = False  # behind a TLS-terminating proxy: X-Forwarded-Proto=https marks cookies Secure
 
     @property
     def rpc_timeout(self) -> float:
@@ -519,7 +531,17 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "http_max_header_bytes": _number(int, 1024, 16 * 1024 * 1024),
     "http_max_connections": _number(int, 1, 10 ** 6),
     "login_allowed_users": _names,
+    "console_password": lambda setting, raw: _console_password(setting, raw),
+    "console_ops_view": _parse_bool,
+    "console_trust_proxy": _parse_bool,
 }
+
+
+def _console_password(setting: str, raw: Any) -> str:
+    if not isinstance(raw, str) or raw and (len(raw) < 8 or raw != raw.strip()):  # never quoted: a secret
+        raise ConfigError(setting, "must be empty (a one-time password is printed at start) or at least 8 "
+                                   "characters without surrounding spaces")
+    return raw
 
 
 def _validated(values: dict[str, Any]) -> Config:

@@ -129,7 +129,7 @@ class Runtime:
         app = make_app(self.config, deps=WebDeps(
             ready=lambda: self.ready, rpc=http_procedures(rpc_table), tenants=self.tenants,
             rpc_executor=self._rpc_executor, probe=self._probe, storage=self.storage, supervisor=self.supervisor,
-            sender=sender, push=PushIngest(storage=self.storage, pipeline=pipeline,
+            sender=sender, ownership=self.ownership, push=PushIngest(storage=self.storage, pipeline=pipeline,
                                            timeout=self.config.rpc_timeout * 2)))
         web = self._spawn(WebActor.start(app, port=self.config.port, host=self.config.bind_address))
         self.web_port = web.proxy().port.get(timeout=ASK_TIMEOUT)

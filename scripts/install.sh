@@ -10,6 +10,7 @@
 #                     writes into a Redis that erxes may share).
 #   apt never removes a package (--no-remove): one that conflicts (say another IMAP server) is named in one
 #   line and nothing is changed. apt's progress is shown every few seconds (the first run takes ~20-60 s).
+#   + chromium chromium-driver (the console's browser tests; a block of its own, apt's --no-remove).
 #   The packages' own system services are kept from starting (policy-rc.d while apt runs) and, on a
 #   systemd host, disabled: scripts/services.sh runs private loopback-only instances instead.
 #   `apt-get update` runs once, and only when something has to be installed.
@@ -92,6 +93,17 @@ if ((${#need[@]})); then
   fi
   cleanup; trap - EXIT
 fi
+# ---- the console's browser tests (tests/browser): Debian's Chromium and its WebDriver ---------
+# A block of its own; --no-remove: apt may never remove a package to make room for them.
+if ! installed chromium || ! installed chromium-driver; then
+  [[ $EUID -eq 0 ]] || die "run as root: Debian packages to install: chromium chromium-driver"
+  echo "install: apt-get install chromium chromium-driver" >&2
+  apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove chromium \
+    chromium-driver >/tmp/imap-runtime-apt-chromium.log 2>&1 ||
+    { tail -30 /tmp/imap-runtime-apt-chromium.log >&2; die "apt-get install chromium failed (log: /tmp/imap-runtime-apt-chromium.log)"; }
+fi
+
 [[ -r /usr/share/dovecot/dh.pem ]] || die "/usr/share/dovecot/dh.pem missing (dovecot-core not installed properly?)"
 
 # ---- Cyrus IMAP, the second test server: never 'apt-get install cyrus-imapd' (it removes dovecot-imapd) ------

@@ -67,6 +67,8 @@ done
 cat <<MSG
 
 imap-runtime is running (standalone mode, http://127.0.0.1:$PORT/ready; ready in $((SECONDS - T0)) s).
+The web console: http://127.0.0.1:$PORT/ (sign in with CONSOLE_PASSWORD, or the one-time password
+printed above when it is not set).
 The demo mailbox demo@localhost is connected. In another terminal:
 
   cd $REPO

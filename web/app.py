@@ -2,8 +2,8 @@
 
 Routes now: ``GET /health`` (erxes-compatible ``ok`` once the runtime serves, 503 before), ``POST /rpc/<procedure>``
 (:mod:`web.rpc`), ``GET /ready`` and ``GET /metrics`` (:mod:`web.ops`), ``POST /receive`` (:mod:`web.receive`),
-``POST/GET /graphql`` (:mod:`web.graphql`), ``GET /read-mail-attachment`` (:mod:`web.attachments`) and ``GET /login``
-(:mod:`web.login`).
+``POST/GET /graphql`` (:mod:`web.graphql`), ``GET /read-mail-attachment`` (:mod:`web.attachments`), ``GET /login``
+(:mod:`web.login`) and the web console at ``/`` and ``/console/...`` (:mod:`web.console`).
 Every route's request body is limited (:mod:`web.limits`): ``max_mail_bytes`` for ``/receive``,
 ``max_request_bytes`` for the others; ``/rpc`` callers are checked by :class:`web.rpc.RpcAccess`.
 """
@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import tornado.web
 
 from runtime.config import PRIVATE_NETWORKS
-from web import attachments, graphql, login
+from web import attachments, console, graphql, login
 from web.limits import (DEFAULT_MAX_BYTES, LimitedApplication, Limits, ServerLimits, envelope_refusal,
                         graphql_refusal, json_refusal)
 from web.ops import Probe, ops_routes
@@ -37,6 +37,7 @@ class WebDeps:
     sender: Any = None  # runtime.sending.MailSender
     push: Any = None  # runtime.push.PushIngest, behind POST /receive
     tenants: Any = None  # runtime.tenants.Tenants: a request's tenant comes from its hostname header
+    ownership: Any = None  # runtime.leases.Leases or SoleOwner: who holds each mailbox (the console shows it)
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -65,4 +66,5 @@ def make_app(config: Any, *, deps: WebDeps) -> tornado.web.Application:
         *(graphql.routes(deps, attachment_url_prefix=getattr(config, "attachment_url_prefix", ""), config=config)
           + attachments.routes(deps) if deps.storage is not None else []),
         *(login.routes(deps, config) if deps.storage is not None else []),
+        *console.routes(deps, config),  # GET / and /console/...: web/console (its own sign-in and CSRF tokens)
     ], limits=limits, server_limits=ServerLimits.from_config(config), debug=False)

@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def settings_help() -> str:
     """Every setting: its configs.json key (section imap_runtime), its environment variable, its default."""
-    env_of = {key: name for name, key in ENV_SETTINGS.items()}
-    rows = [f"  {key:<32} {env_of.get(key, ''):<24} {DEFAULTS[key]!r}" for key in DEFAULTS]
+    env_of: dict[str, list[str]] = {}
+    for name, key in ENV_SETTINGS.items():
+        env_of.setdefault(key, []).append(name)
+    rows = [f"  {key:<32} {' / '.join(env_of.get(key, [])) + ' ':<24} {DEFAULTS[key]!r}" for key in DEFAULTS]
     return ("settings (configs.json section imap_runtime, overridden by the environment; the README's "
             "Configuration table says what each means):\n"
             f"  {'key':<32} {'environment':<24} default\n" + "\n".join(rows))

@@ -251,7 +251,7 @@ def test_a_mailbox_is_edited_through_update_integration_keeping_its_password(con
     token = browser.token("/")
     status, headers, _ = browser.request("/console/mailboxes", {
         "_xsrf": token, "host": mailserver.host, "port": str(mailserver.imap_port), "user": f"{user}@localhost",
-        "password": password})
+        "smtpHost": mailserver.host, "smtpPort": str(mailserver.submission_port), "password": password})
     inbox_id = headers["Location"].split("/")[3].split("?")[0]
     status, _, page = browser.request(f"/console/mailboxes/{inbox_id}/edit")
     assert status == 200 and f'value="{user}@localhost"' in page and password not in page
@@ -288,6 +288,8 @@ def test_conversations_search_status_sandboxed_body_and_attachment(console, mail
              message="the mailbox to IDLE")
     mailserver.append(user, password, make_mail(to=f"{user}@localhost", sender="Olga Orders <olga@example.com>",
                                                 subject="Refund for order 9"))
+    wait_for(lambda: console.storage.messages.count_documents({"ingestState": "done"}) == 1, timeout=10,
+             message="the first mail ingested")  # so that the second one is the newer conversation
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = "Paul Payer <paul@example.com>", f"{user}@localhost", "Invoice March"
     msg["Message-ID"] = "<inv-march@example.com>"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import threading
@@ -25,6 +26,8 @@ import time
 from typing import Any, Callable
 
 __all__ = ["LoginLimiter", "PasswordCheck", "SESSION_HOURS", "one_time_password", "session_key"]
+
+logger = logging.getLogger(__name__)
 
 SESSION_HOURS = 12
 KEYS = "imap_console"  # {_id: "sessionKey", key: <hex, sealed when SECRET_KEYS are set>}
@@ -110,8 +113,16 @@ def session_key(storage: Any) -> str:
         doc = storage.db[KEYS].find_one({"_id": "sessionKey"})
     key = str(doc["key"])
     if sealer is not None:
+        from runtime.errors import StorageError
         from runtime.sealing import is_sealed
 
         if is_sealed(key):
-            key = sealer.unseal(key, context="consoleSessionKey")
+            try:
+                return sealer.unseal(key, context="consoleSessionKey")
+            except StorageError as exc:  # SECRET_KEYS rotated without it: a new key (everyone signs in again)
+                logger.warning("The console's session key cannot be opened (%s): a new one is made; console "
+                               "sessions must sign in again", exc)
+                storage.db[KEYS].update_one({"_id": "sessionKey", "key": key},
+                                            {"$set": {"key": sealer.seal(fresh, context="consoleSessionKey")}})
+                return session_key(storage)
     return key

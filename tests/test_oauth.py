@@ -20,7 +20,7 @@ from bson import json_util
 from pymongo.errors import AutoReconnect
 
 from runtime import fence
-from runtime.errors import AuthenticationFailed, MailboxError
+from runtime.errors import AuthenticationFailed, MailboxError, StorageError
 from runtime.imap import ImapSettings, connect, parse_details
 from runtime.oauth import NotSignedIn, TokenRevoked, Tokens
 from runtime.sealing import PREFIX, Sealer, new_key
@@ -322,6 +322,10 @@ def test_login_route_signs_in_stores_tokens_and_connects(runtime, caller, mailse
     asked = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(to_provider).query))
     assert asked["redirect_uri"] == base and asked["login_hint"] == user
     assert asked["code_challenge_method"] == "S256" and len(asked["state"]) >= 43
+    [started] = db.imap_oauth_states.find()  # the verifier is sealed with its tenant bound in, like every secret
+    assert runtime.storage.sealer.unseal(started["verifier"], context="oauthVerifier:os:ox-4")
+    with pytest.raises(StorageError):
+        runtime.storage.sealer.unseal(started["verifier"], context="oauthVerifier:ox-4")
 
     status, back, _ = get(to_provider)  # the provider signs the user in and sends the browser back
     assert status == 302 and back.startswith(f"{base}?code=")

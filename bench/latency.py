@@ -1,7 +1,11 @@
 """Latency: mails appended one at a time to an IDLE-ing mailbox; from APPEND returning to the mail stored and to
 ``conversationClientMessageInserted`` consumed, next to the same server's raw IDLE notification time.
 
-    .venv/bin/python -m bench.latency [--mails 200] [--pause 0.3]
+    .venv/bin/python -m bench.latency [--mails 200] [--pause 0.3] [--server cyrus] [--services FILE]
+
+``--server cyrus``: the Cyrus beside Dovecot, which announces a mail in about 1 ms (no 0.5 s batching), so what
+is measured is the runtime's own latency. ``--services``: servers already running (e.g. the test bed's
+/tmp/imap-runtime/test/services.env) instead of the bench profile's own.
 
 Per mail (all wall-clock, one machine):
   raw_idle   APPEND returned -> a bare imapclient IDLE client on the same mailbox saw ``* n EXISTS``
@@ -15,9 +19,11 @@ even when the machine is busy.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -34,6 +40,8 @@ from bench.common import (
     imap_details,
     log,
     machine_info,
+    on_server,
+    read_env_file,
     ratio,
     round_floats,
     server_meters,
@@ -197,8 +205,11 @@ def verdict(out: dict[str, Any]) -> dict[str, Any]:
                           "met": bool(worst99 <= TARGET_P99_RATIO) and out["missing"] == 0}}
 
 
-def start_idle_runtime(run: Run, name: str, user: str, password: str) -> tuple[RuntimeProcess, Caller]:
-    runtime = RuntimeProcess(run, name)
+def start_idle_runtime(run: Run, name: str, user: str, password: str,
+                       trace: str | None = None) -> tuple[RuntimeProcess, Caller]:
+    """``trace``: a file for bench.patched_runtime's ``trace`` probe (the time line of every step of a mail)."""
+    runtime = RuntimeProcess(run, name) if trace is None else RuntimeProcess(
+        run, name, extra_env={"BENCH_PATCHES": "trace", "BENCH_TRACE_FILE": trace}, module="bench.patched_runtime")
     runtime.start()
     caller = Caller(run.services["RABBITMQ_HOST"], run.prefix)
     caller.create_integration("inbox-bench", imap_details(run.services, user, password))
@@ -214,12 +225,18 @@ def main() -> None:
                         help="pause after each mail is done, plus a random 0..pause (seconds)")
     parser.add_argument("--keep", action="store_true", help="keep the run's database")
     parser.add_argument("--out", default="latency", help="result name (bench/results/NAME.json)")
+    parser.add_argument("--server", choices=["dovecot", "cyrus"], default="dovecot")
+    parser.add_argument("--services", help="a services.env of servers already running (default: "
+                                           "$IMAP_RUNTIME_SERVICES_ENV, else the bench profile's servers)")
+    parser.add_argument("--trace", help="EXPERIMENT: run bench.patched_runtime with its trace probe, writing the "
+                                        "time line of every step to this file (then: python -m bench.trace FILE)")
     args = parser.parse_args()
-    services = ensure_services()
+    env_file = args.services or os.environ.get("IMAP_RUNTIME_SERVICES_ENV")
+    services = on_server(read_env_file(Path(env_file)) if env_file else ensure_services(), args.server)
     machine = machine_info()
     run = Run(services, "lat")
     (user, password), = add_users(services, 1, prefix="lat")
-    runtime, caller = start_idle_runtime(run, "latency", user, password)
+    runtime, caller = start_idle_runtime(run, "latency", user, password, trace=args.trace)
     try:
         result = measure(run, runtime, user, password, mails=args.mails, pause=args.pause)
         result["runtime_status"] = runtime.status()
@@ -228,7 +245,7 @@ def main() -> None:
         code = runtime.terminate()
         run.cleanup(keep=args.keep)
     log(f"runtime exited with {code}; log: {runtime.log_path}")
-    data = {"benchmark": "latency", "command": command_line(), "machine": machine, **result}
+    data = {"benchmark": "latency", "server": args.server, "command": command_line(), "machine": machine, **result}
     write_result(args.out, round_floats(data))
     print_summary(data)
 

@@ -15,6 +15,8 @@ Patches:
                        (the AMQP I/O loop, a lane back from a round trip) gets it sooner from a parsing mailbox.
   op-count             not a change but a probe: counts the MongoDB commands the runtime sends (by command and
                        collection, with their total time) and logs the table every 5 s ("bench-ops: ...").
+  trace                not a change but a probe: the start and end of every step of a mail (IMAP commands,
+                       MongoDB calls, RPCs, the publish, the lanes' batches) in $BENCH_TRACE_FILE.
   gc-log               not a change but a probe: logs every garbage collection slower than 50 ms
                        ("bench-gc: generation G took N ms"), to correlate latency outliers with GC pauses.
 """
@@ -118,7 +120,54 @@ def _switch_interval() -> None:
     sys.setswitchinterval(0.0005)
 
 
-PATCHES: dict[str, Callable[[], None]] = {"split-thread-lookup": _split_thread_lookup,
+TRACED = {  # module: {class (or "" for module functions): [function names]}: the steps of one mail
+    "runtime.idle": {"IdleClient": ["idle", "idle_check", "idle_done", "search", "fetch", "select_folder"]},
+    "runtime.mailbox": {"Mailbox": ["tick", "_sync_one_batch", "_idle_slice", "_save_cursor", "mail_done"],
+                        "": ["parse_mail"]},
+    "runtime.storage": {"Storage": ["find_customers", "find_customer", "save_customer", "find_messages",
+                                    "find_intents", "thread_candidates", "record_intents", "store_messages",
+                                    "clear_intents", "save_cursor", "set_health", "log"]},
+    "runtime.erxes": {"ErxesClient": ["find_customer", "create_customer", "create_or_update_conversation",
+                                      "message_inserted"]},
+    "runtime.pipeline": {"Backlog": ["put_many", "take"]},
+    "actors.customer": {"Customers": ["resolve_batch"]},
+    "actors.conversation": {"Conversations": ["ingest_batch"]},
+}
+
+
+def _trace() -> None:
+    """Not a change but a probe: every call of the functions in TRACED as one line ``start end thread name`` (wall
+    clock, seconds) in $BENCH_TRACE_FILE, to lay one mail's path out on a time line (bench.latency --trace)."""
+    import functools
+    import importlib
+    import threading
+    import time
+
+    out = open(os.environ["BENCH_TRACE_FILE"], "a", buffering=1)  # noqa: SIM115 - open for the process's life
+    lock = threading.Lock()
+
+    def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                line = f"{t0:.6f} {time.time():.6f} {threading.current_thread().name.replace(' ', '_')} {name}\n"
+                with lock:
+                    out.write(line)
+        return traced
+
+    for module_name, owners in TRACED.items():
+        module = importlib.import_module(module_name)
+        for owner_name, functions in owners.items():
+            owner = getattr(module, owner_name) if owner_name else module
+            for function in functions:
+                label = f"{owner_name or module_name.rsplit('.', 1)[-1]}.{function}"
+                setattr(owner, function, wrap(label, getattr(owner, function)))
+
+
+PATCHES: dict[str, Callable[[], None]] = {"trace": _trace, "split-thread-lookup": _split_thread_lookup,
                                           "shared-tls-context": _shared_tls_context, "gc-log": _gc_log,
                                           "switch-interval": _switch_interval, "op-count": _op_count}
 

@@ -10,21 +10,36 @@ that is already in memory. TLS adds a second buffer (decrypted bytes the socket 
 in blocking mode (under the connection's own timeout), so a line split across packets is never cut in half either
 (imapclient issue #519). :meth:`IdleClient.announced` sees what came before IDLE: a mail announced with the answer
 to the last SEARCH, which IDLE will not announce again.
+
+The client's TCP socket is tuned for a conversation of small commands, each waiting for its answer
+(:func:`tune_socket`; issue 14 finding 5, measured on Cyrus, docs/benchmarks.md): ``TCP_NODELAY``, or Nagle holds
+a command written right after the previous answer (``UID SEARCH`` after IDLE's ``DONE``: 44 ms, 1 ms with it), and
+after each command ``TCP_QUICKACK``, or Linux delays its ACK of the answer's first segment by 40 ms while the
+server's Nagle holds the rest of the answer for that ACK (a ``FETCH BODY.PEEK[]`` of 9-200 kB: 42-50 ms, 1-3 ms with
+it; likewise an ``EXISTS`` right after ``+ idling``).
 """
 from __future__ import annotations
 
 import select
+import socket
 import ssl
 from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.imapclient import _parse_untagged_response
 
-__all__ = ["IdleClient", "idle_responses"]
+__all__ = ["IdleClient", "idle_responses", "tune_socket"]
+
+QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
 class IdleClient(IMAPClient):
-    """imapclient's client whose ``idle_check`` sees responses that are already buffered."""
+    """imapclient's client whose ``idle_check`` sees responses that are already buffered, on a tuned socket."""
+
+    def _create_IMAP4(self) -> Any:
+        imap = super()._create_IMAP4()
+        tune_socket(imap)
+        return imap
 
     def idle_check(self, timeout: float | None = None) -> list[tuple[Any, ...]]:
         return idle_responses(self, 3600.0 if timeout is None else timeout)
@@ -71,3 +86,26 @@ def _readable(sock: Any, timeout: float) -> bool:
     poller.register(sock.fileno(), select.POLLIN)
     return bool(poller.poll(max(0.0, timeout) * 1000))
 
+
+
+def tune_socket(imap: Any) -> None:
+    """``TCP_NODELAY`` on the socket of imaplib's ``imap``, and ``TCP_QUICKACK`` after each command it sends (Linux
+    turns quick ACKs off again once a request and its answer alternate, so it is set anew every time). The socket
+    is looked up at each send, so the one STARTTLS puts in its place is tuned as well."""
+    _set(imap.sock, socket.TCP_NODELAY)
+    if QUICKACK is None:
+        return
+    send = imap.send
+
+    def send_then_ack_quickly(data: bytes) -> None:
+        send(data)
+        _set(imap.sock, QUICKACK)
+
+    imap.send = send_then_ack_quickly
+
+
+def _set(sock: Any, option: int) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+    except (OSError, AttributeError):  # not a TCP socket (a test's stand-in), or closed meanwhile
+        pass

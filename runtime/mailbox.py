@@ -17,6 +17,7 @@ import socket
 import time
 from typing import Any, Callable
 
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from pymongo.errors import PyMongoError
 
 from runtime import metrics
@@ -37,6 +38,7 @@ AUTH_ATTEMPTS = 2  # refused logins before the mailbox waits for new settings
 CURSOR_EVERY = 0.5  # seconds: a moving cursor is saved at most this often (and at once when nothing is in flight)
 SYNCED_EVERY = 60.0  # seconds: lastFetchDate is written at most this often while the state stays the same
 FULL_WAIT = 0.05  # seconds: a pause while the pipeline is full (its answers come in between)
+PRIMARY_EVERY = 0.5  # seconds: while another folder is worked on, the IDLE folder is asked (STATUS) at most this often
 BACKOFF_BASE, BACKOFF_CAP = 1.0, 600.0
 
 
@@ -65,6 +67,7 @@ class Mailbox:
         self._skips = FolderSkips()  # folders that cannot be selected: retried on their own, slower schedule
         self._server_names: dict[str, str] = {}  # configured folder -> the server's name (runtime/folders.py)
         self._selected: str | None = None
+        self._primary_checked = float("-inf")  # when the IDLE folder was last asked for news (_check_primary)
         self._idling = False
         self._idle_since = 0.0
         self._heard_at = 0.0
@@ -86,8 +89,15 @@ class Mailbox:
     # -- the loop ---------------------------------------------------------------------------------------------------
     def tick(self) -> None:
         """One bounded unit of work. Expected network trouble is handled here; anything else propagates."""
-        if self._dirty:
+        if self._dirty and not self._fetch_due():
             self._flush_cursors()
+        try:
+            self._work()
+        finally:
+            if self._dirty:  # after a fetch: the new mail goes first, the cursor write is not in its way
+                self._flush_cursors()
+
+    def _work(self) -> None:
         if self._cut:
             self._disconnect()
             self._sleep(FULL_WAIT)  # until the stop queued with the cut arrives
@@ -167,11 +177,17 @@ class Mailbox:
 
     # -- pipeline answers (arrive as actor messages) ----------------------------------------------------------------
     def mail_done(self, folder: str, uid: int) -> None:
+        """A mail is stored: its cursor is saved now, or after the fetch when new mail is waiting (an answer that
+        came in during an IDLE slice is handled just before the mail that ended the slice is fetched)."""
         self._held.pop((folder, uid), None)
         fp = self._folders.get(folder)
         if fp is not None and fp.complete(uid):
             self._dirty.add(folder)
-            self._flush_cursors()
+            if not self._fetch_due():
+                self._flush_cursors()
+
+    def _fetch_due(self) -> bool:
+        return self._client is not None and any(self._wanted(f) for f in self._folders.values())
 
     def _flush_cursors(self, force: bool = False) -> None:
         """Save the cursors that moved: at once when their folder has nothing in flight (the end of a batch, or a
@@ -328,10 +344,40 @@ class Mailbox:
             self._storage.save_cursor(self.inbox_id, name, uidvalidity, 0)
         fp.uidvalidity = uidvalidity
         fp.uidnext = uidnext
+        if uidnext - 1 > fp.high and not fp.initial:
+            fp.need_sync = True  # mail came while another folder was selected: no IDLE will announce it now
         return fp
+
+    def _idle_folder(self) -> str | None:
+        """The folder IDLE watches: the first configured one that is not skipped."""
+        skipped = self._skips.skipped()
+        return next((n for n in self.settings.folders if n not in skipped), None)
+
+    def _check_primary(self) -> None:
+        """While another folder is selected (its catch-up can take minutes), ask the IDLE folder for news with a
+        STATUS at most every PRIMARY_EVERY seconds: a new mail there is fetched next (folders are worked on in
+        their configured order), not after the other folder is done (issue 14 finding 4)."""
+        name = self._idle_folder()
+        now = self._clock()
+        if name is None or self._selected in (None, name) or now - self._primary_checked < PRIMARY_EVERY:
+            return
+        self._primary_checked = now
+        fp = self._folders[name]
+        if fp.need_sync or fp.uidvalidity is None or fp.initial:
+            return
+        try:
+            info = self._client.folder_status(self._server_names.get(name, name), [b"UIDNEXT", b"UIDVALIDITY"])
+        except IMAPClientAbortError:
+            raise
+        except IMAPClientError as exc:  # a server that refuses it: the folder is seen when it is selected again
+            logger.debug("Mailbox %s: STATUS %s refused: %s", self.inbox_id, name, exc)
+            return
+        if int(info.get(b"UIDNEXT", 1)) - 1 > fp.high or int(info.get(b"UIDVALIDITY", 0)) != fp.uidvalidity:
+            fp.need_sync = True
 
     def _sync_one_batch(self) -> bool:
         """Fetch and dispatch one batch of new mail from a folder that needs it; False when all are caught up."""
+        self._check_primary()
         fp = next((f for f in self._folders.values() if self._wanted(f)), None)
         if fp is None:
             return False
@@ -363,8 +409,8 @@ class Mailbox:
         else:
             uids = self._client.search(["UID", f"{fp.high + 1}:*"])
         uids = sorted(u for u in uids if u > fp.high)
-        if not uids:
-            fp.skip_to(fp.uidnext - 1 if fp.initial else fp.high)
+        if not uids:  # every UID below UIDNEXT that the search did not return is gone (UIDs are never reused)
+            fp.skip_to(max(fp.high, fp.uidnext - 1))
             fp.initial = False
             fp.need_sync = False
             if not fp.pending:
@@ -455,8 +501,7 @@ class Mailbox:
         self._after_sync()
 
     def _idle_slice(self) -> None:
-        skipped = self._skips.skipped()
-        name = next((n for n in self.settings.folders if n not in skipped), None)
+        name = self._idle_folder()
         if name is None:  # every folder is skipped: wait for their retries on the open connection
             self._sleep(self._config.idle_slice_seconds)
             return
@@ -466,6 +511,8 @@ class Mailbox:
             self._skip(name, exc)
             return
         if not self._idling:
+            if primary.need_sync:  # news seen on SELECT (UIDNEXT): fetch it rather than IDLE past it
+                return
             if self._client.announced():  # a mail came in during the last search: fetch it rather than IDLE past it
                 primary.need_sync = True
                 return

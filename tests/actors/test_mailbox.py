@@ -28,6 +28,10 @@ class FakeImap:
         assert readonly
         return {b"UIDVALIDITY": self.uidvalidity, b"UIDNEXT": max(self.mails, default=0) + 1}
 
+    def folder_status(self, name: str, items: list[bytes]) -> dict[bytes, Any]:
+        self.statuses = getattr(self, "statuses", 0) + 1
+        return {b"UIDVALIDITY": self.uidvalidity, b"UIDNEXT": max(self.mails, default=0) + 1}
+
     def search(self, criteria: list[Any]) -> list[int]:
         self.searches.append(criteria)
         if criteria[0] == "SINCE":

@@ -1,6 +1,7 @@
 """Folder resolution (runtime/folders.py) and a mailbox with a folder it cannot select, tick by tick (no servers)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import imaplib
@@ -130,3 +131,78 @@ def test_a_folder_that_cannot_be_selected_hurts_only_itself():
         box.tick()
     assert imap.selects.count("INBOX.Support") == 1 and len(connects) == 1
     assert box.status()["error"] is None and box.status()["state"] == "idle"
+
+
+class TwoFolders(FakeImap):
+    """INBOX and Support, each with mails of its own; ``selected`` is the folder the session is in."""
+
+    def __init__(self, inbox: dict[int, bytes], support: dict[int, bytes]) -> None:
+        super().__init__(inbox)
+        self.folders = {"INBOX": inbox, "Support": support}
+        self.selected = ""
+        self.statuses = 0
+
+    def select_folder(self, name: str, readonly: bool = False) -> dict[bytes, Any]:
+        self.selected, self.mails = name, self.folders[name]
+        return super().select_folder(name, readonly)
+
+    def folder_status(self, name: str, items: list[bytes]) -> dict[bytes, Any]:
+        assert name != self.selected  # RFC 3501: STATUS is not for the selected folder
+        self.statuses += 1
+        return {b"UIDVALIDITY": self.uidvalidity, b"UIDNEXT": max(self.folders[name], default=0) + 1}
+
+
+def two_folder_mailbox(imap: TwoFolders, pipeline: Pipeline, **config: Any) -> Mailbox:
+    integration = {"inboxId": "i1", "host": "h", "user": "u@x", "password": "p", "folders": ["INBOX", "Support"]}
+    return Mailbox(integration, config=SimpleNamespace(**{**vars(CONFIG), **config}), storage=MemoryStorage(),
+                   pipeline=pipeline, imap_factory=lambda settings: imap, clock=clock,
+                   sleep=lambda s: setattr(clock, "now", clock.now + s),
+                   pacer=LoginPacer(per_mailbox=10, window=600.0, per_host_per_second=1000.0, clock=clock))
+
+
+def dispatched(pipeline: Pipeline) -> list[tuple[str, int]]:
+    return [(j.folder, j.uid) for j in pipeline.jobs]
+
+
+def test_a_new_inbox_mail_is_fetched_while_the_second_folder_catches_up():
+    """Issue 14 finding 4: while Support's backlog goes through a full pipeline, INBOX is not selected and nothing
+    announces its mail; it used to wait for all of Support and then for the IDLE renewal (9 minutes)."""
+    support = {u: make_mail(to="u@x", subject=f"support {u}") for u in range(1, 21)}
+    imap = TwoFolders({1: make_mail(to="u@x", subject="inbox 1")}, support)
+    pipeline = Pipeline()
+    box = two_folder_mailbox(imap, pipeline, max_inflight=2)
+    for _ in range(3):  # connect, INBOX's mail, Support's first mail (the pipeline holds 2)
+        box.tick()
+    assert dispatched(pipeline) == [("INBOX", 1), ("Support", 1)] and imap.selected == "Support"
+    imap.folders["INBOX"][2] = make_mail(to="u@x", subject="inbox 2")  # arrives while Support is selected
+    answered = 0
+    for _ in range(40):  # the pipeline answers one mail per tick, oldest first
+        job = pipeline.jobs[answered]
+        answered += 1
+        box.mail_done(job.folder, job.uid)
+        box.tick()
+        if ("INBOX", 2) in dispatched(pipeline):
+            break
+    assert ("INBOX", 2) in dispatched(pipeline), dispatched(pipeline)
+    supports = [uid for folder, uid in dispatched(pipeline) if folder == "Support"]
+    assert len(supports) < 20  # fetched before Support's backlog was through
+    assert imap.statuses >= 1  # noticed by STATUS, INBOX not selected for it in vain
+
+
+def test_a_mail_that_came_while_the_second_folder_was_selected_is_fetched_before_idle():
+    """Back in INBOX after a search of Support: a mail that arrived meanwhile was never announced (INBOX was not
+    selected) and its SELECT's EXISTS is only the folder's size; UIDNEXT shows it. It used to wait for the IDLE
+    renewal."""
+    imap = TwoFolders({1: make_mail(to="u@x", subject="inbox 1")}, {})
+    pipeline = Pipeline()
+    box = two_folder_mailbox(imap, pipeline)
+    for _ in range(3):  # connect, INBOX's search, Support's search
+        box.tick()
+    assert dispatched(pipeline) == [("INBOX", 1)] and imap.selected == "Support" and not imap.idling
+    imap.folders["INBOX"][2] = make_mail(to="u@x", subject="inbox 2")
+    box._primary_checked = clock.now  # the STATUS was just asked: it is the SELECT that must see the mail
+    for _ in range(4):
+        box.tick()
+        if imap.idling:
+            break
+    assert dispatched(pipeline) == [("INBOX", 1), ("INBOX", 2)] and imap.idling

@@ -6,6 +6,7 @@ then polls an empty socket until its timeout (the bug behind a 55 s delay seen i
 """
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -102,5 +103,25 @@ def test_a_mail_announced_with_a_command_s_answer_is_not_announced_again_in_idle
         responses = client.idle_check(timeout=1.5)
         client.idle_done()
         assert not any(len(r) > 1 and r[1] == b"EXISTS" for r in responses), responses  # IDLE does not repeat it
+    finally:
+        client.logout()
+
+
+@both_servers
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_the_connection_neither_holds_commands_nor_delays_its_acks(tls, mailserver):
+    """Issue 14 finding 5: on Cyrus, which announces at once, Nagle and Linux's delayed ACK were most of the
+    runtime's latency: a UID SEARCH right after DONE waited 44 ms, a FETCH of a 9-200 kB mail 42-50 ms (bench:
+    docs/benchmarks.md). The socket sends at once (TCP_NODELAY) and, after each command, ACKs at once
+    (TCP_QUICKACK, which Linux reports off again once a request and its answer alternate)."""
+    user, password = mailserver.add_user()
+    client = connect(settings(mailserver, user, password, tls=tls))
+    try:
+        sock = client.socket()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        for _ in range(5):  # a request and its answer alternating, as the mailbox's commands do
+            client.select_folder("INBOX", readonly=True)
+            client.noop()
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK), "delayed ACKs after a command"
     finally:
         client.logout()

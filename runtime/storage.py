@@ -50,21 +50,34 @@ TOO_LARGE_CODES = {10334, 17419, 17420}  # the server's "object to insert too la
 SECRET_FIELDS = ("password", "webhookSecret", "oauthClientSecret", "oauthRefreshToken", "oauthAccessToken")
 
 
+def refused(exc: BulkWriteError) -> StorageError:
+    """``exc`` without the documents it carries. pymongo's message (``full error: ...``) holds every refused
+    document (``op``: a mail's body, addresses and subject), which must reach no log, health error or API reply;
+    this keeps the count, the codes and the server's first words of each distinct error."""
+    errors = exc.details.get("writeErrors") or []
+    reasons = sorted({f"code {e.get('code')}: {str(e.get('errmsg', ''))[:160]}" for e in errors})
+    concern = exc.details.get("writeConcernErrors") or []
+    if concern:
+        reasons.append(f"write concern: {str(concern[0].get('errmsg', ''))[:160]}")
+    return StorageError(f"MongoDB refused {len(errors)} document(s) of the write: "
+                        f"{'; '.join(reasons[:3]) or 'no reason given'}")
+
+
 def _duplicates_only(exc: BulkWriteError) -> set[int]:
-    """The indexes of the documents an ``insert_many(ordered=False)`` found stored already; re-raises ``exc`` when
-    anything else failed."""
+    """The indexes of the documents an ``insert_many(ordered=False)`` found stored already; raises
+    :func:`refused` when anything else failed."""
     errors = exc.details.get("writeErrors") or []
     if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-        raise exc
+        raise refused(exc) from None  # not "from exc": a traceback would print the documents again
     return {int(e["index"]) for e in errors}
 
 
 def _write_errors(exc: BulkWriteError) -> tuple[set[int], set[int]]:
     """The indexes an ``insert_many(ordered=False)`` found stored already and the ones too large for a document;
-    re-raises ``exc`` when anything else failed."""
+    raises :func:`refused` when anything else failed."""
     errors = exc.details.get("writeErrors") or []
     if not errors or any(e.get("code") not in (DUPLICATE_KEY, *TOO_LARGE_CODES) for e in errors):
-        raise exc
+        raise refused(exc) from None  # not "from exc": a traceback would print the documents again
     return ({int(e["index"]) for e in errors if e.get("code") == DUPLICATE_KEY},
             {int(e["index"]) for e in errors if e.get("code") in TOO_LARGE_CODES})
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from bson import ObjectId
 
 from runtime.cursor import Incoming
 from runtime.mailparse import parse_mail
+from runtime.errors import StorageError
 from runtime.storage import DONE, PENDING, STORED
 from tests.conftest import make_mail
 
@@ -92,3 +94,27 @@ def test_find_customers_of_a_batch(storage):
     storage.save_customer("inbox-2", "b@example.com", "contact-b")
     found = storage.find_customers("inbox-1", ["a@example.com", "b@example.com", "a@example.com", ""])
     assert {e: d["contactsId"] for e, d in found.items()} == {"a@example.com": "contact-a"}
+
+
+def test_a_refused_write_names_the_reason_and_never_the_documents(storage):
+    """pymongo's BulkWriteError prints every refused document (``op``): a mail's body must not reach a log or a
+    health error through it."""
+    storage.db.command("collMod", storage.messages.name, validator={"body": {"$type": "int"}})
+    try:
+        try:
+            storage.store_messages([message("<a>", body="SECRET-BODY-7f3", ingestState=DONE)])
+        except Exception as exc:  # noqa: BLE001 - the test inspects whatever comes out
+            raised = exc
+        else:
+            raise AssertionError("the validator let the document in")
+        assert isinstance(raised, StorageError)
+        assert "code 121" in str(raised) and "Document failed validation" in str(raised)
+        assert raised.__cause__ is None and raised.__suppress_context__  # no traceback prints the documents
+        assert "SECRET-BODY-7f3" not in str(raised) and "SECRET-BODY-7f3" not in repr(raised.args)
+        with pytest.raises(StorageError) as intents:
+            storage.db.command("collMod", storage.intents.name, validator={"customerId": {"$type": "int"}})
+            storage.record_intents([intent("<b>", customerId="SECRET-CUSTOMER-9")])
+        assert "SECRET-CUSTOMER-9" not in str(intents.value) and "code 121" in str(intents.value)
+    finally:
+        storage.db.command("collMod", storage.messages.name, validator={})
+        storage.db.command("collMod", storage.intents.name, validator={})

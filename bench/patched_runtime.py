@@ -8,7 +8,7 @@ Patches:
                        references $in) and the earliest match with a conversation picked in Python, instead of
                        one ``$or`` + ``inboxConversationId $nin`` + sort, which SecantusDB answers with a
                        collection scan (bench/storage_ops.py). Same answer.
-  shared-tls-context   ``runtime.imap.tls_context`` memoised per CA (one SSLContext shared by all mailboxes, which
+  shared-tls-context   ``runtime.imap.tls_context`` (``runtime.hosts``' since) memoised per CA (one SSLContext shared by all mailboxes, which
                        SSLContext allows) instead of a new context loading the system's 144 CA certificates
                        (~18 ms of CPU) at every connect, TLS or not.
   switch-interval      ``sys.setswitchinterval(0.0005)`` instead of Python's 5 ms: a thread that waits for the GIL

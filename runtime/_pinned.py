@@ -9,12 +9,9 @@ import io
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from runtime.errors import OutboundError, OutboundTooLarge
-
-if TYPE_CHECKING:
-    from runtime.fence import _Target
 
 __all__ = ["CONNECT_TIMEOUT", "Late", "connection", "exchange", "left", "read_body"]
 
@@ -28,6 +25,18 @@ def left(deadline: float) -> float:
     if remaining <= 0:
         raise Late("the deadline passed")
     return remaining
+
+
+class _Target(Protocol):
+    """What a connection needs of the fence's checked URL (``runtime.fence._Target``)."""
+    scheme: str
+    port: int
+
+    @property
+    def shown(self) -> str: ...
+
+    @property
+    def request_path(self) -> str: ...
 
 
 class Late(TimeoutError):

@@ -167,7 +167,7 @@ def mailbox_logins(config: Config, *, timeout: float) -> list[tuple[bool, str, s
     """Log in to every stored mailbox (every tenant's with VERSION=saas) and out again."""
     from runtime.errors import MailboxError
     from runtime.imap import ImapSettings, connect
-    from runtime.process import start_tenants  # late: it loads the actors
+    from runtime.tenants import start_tenants
 
     results: list[tuple[bool, str, str]] = []
     tenants = start_tenants(config, announce=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.errors import RequestError
+from runtime.smtp import smtp_port, smtp_security
 
 __all__ = ["endpoints", "follow_host", "moved"]
 
@@ -33,8 +34,6 @@ def _host(value: Any) -> str:
 
 def endpoints(doc: dict[str, Any]) -> dict[str, Any]:
     """Where an integration's credentials go, with defaults filled in: one value per name an error can quote."""
-    from runtime.smtp import smtp_port, smtp_security  # runtime.smtp builds on runtime.imap
-
     tls = bool(doc.get("tls", True))
     starttls = bool(doc.get("starttls", False))
     try:
@@ -59,7 +58,7 @@ def moved(stored: dict[str, Any], details: dict[str, Any]) -> list[str]:
 
 def follow_host(stored: dict[str, Any] | None, details: dict[str, Any]) -> dict[str, Any]:
     """``details`` ready to store over ``stored`` (None: a new integration), or RequestError when a credential
-    would follow a server that moved. ``details`` is what :func:`runtime.imap.parse_details` returned (an empty
+    would follow a server that moved. ``details`` is what :func:`runtime.details.parse_details` returned (an empty
     or absent password means "keep the stored one")."""
     out = dict(details)
     if stored is None:

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config)
     stop = stop_on_signals()
 
-    from runtime.process import start_broker, start_tenants  # late: a bad setting is reported without them
+    from runtime.process import start_broker  # late: a bad setting is reported without them
+    from runtime.tenants import start_tenants
 
     tenants = broker = None
     try:

@@ -43,6 +43,7 @@ from typing import Any, Callable
 from pymongo.errors import PyMongoError
 
 from runtime import fence as outbound
+from runtime.hosts import host_problem
 from runtime.errors import (AuthenticationFailed, MailboxError, OutboundError, OutboundRefused, OutboundTooLarge,
                             RequestError, StorageError)
 
@@ -127,8 +128,6 @@ def _text(key: str, value: Any) -> str:
 
 
 def _url(key: str, url: str) -> str:
-    from runtime.imap import host_problem  # runtime.imap builds on this module
-
     parts = urllib.parse.urlsplit(url)
     if parts.username is not None or parts.password is not None:
         raise RequestError(f"doc.data.oauth.{key} must not carry credentials (user:password@)")
@@ -367,6 +366,13 @@ class Tokens:
         logger.info("Integration %s: access token refreshed%s", self.inbox_id,
                     " (refresh token rotated)" if answer.get("refresh_token") else "")
         return answer
+
+
+def oauth_tokens(doc: dict[str, Any], storage: Any, timeout: float) -> Tokens | None:
+    """The token source of an integration with OAuth2 settings (None: it uses a password, or no storage given)."""
+    if not doc.get("oauthTokenUrl") or storage is None:
+        return None
+    return Tokens(str(doc.get("inboxId")), storage, timeout=timeout)
 
 
 def pkce_challenge(verifier: str) -> str:

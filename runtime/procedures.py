@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from runtime.credentials import follow_host
 from runtime.errors import RequestError
-from runtime.imap import parse_details
+from runtime.details import parse_details
 from runtime.logs_collect import collect_items
 from runtime.tenants import current
 

@@ -43,12 +43,11 @@ from runtime.leases import Leases, SoleOwner, Timings
 from runtime.procedures import ImapProcedures
 from runtime.push import PushIngest
 from runtime.sending import MailSender
-from runtime.sealing import Sealer
 from runtime.registry import (Registration, ServiceDirectory, queue_actions, redis_client, service_address,
                               service_config)
 from runtime.standalone import Standalone
 from runtime.storage import Storage
-from runtime.tenants import Tenants, TenantStorage, with_tenant
+from runtime.tenants import Tenants, TenantStorage, start_tenants, with_tenant
 from web.app import WebDeps, make_app
 from web.ops import Probe, ReadinessWatch
 from web.rpc import http_procedures
@@ -193,17 +192,6 @@ def start_ownership(config: Config, *, saas: bool) -> Leases | SoleOwner:
     client = redis_client(config, timeout=min(2.0, config.lease_seconds / 10))
     return Leases(client, timings=Timings.from_lease(config.lease_seconds), suffix=config.message_broker_prefix,
                   saas=saas, interrupt=MailboxActor.interrupt)
-
-
-def start_tenants(config: Config, *, announce: bool = True) -> Tenants:
-    tenants = Tenants(config.mongo_url, database=config.mongo_database, saas=config.version == "saas",
-                      sealer=Sealer.from_setting(config.secret_keys))
-    tenants.base.ping()
-    tenants.ensure_indexes()
-    if announce:
-            logger.info("MongoDB ready (database %s%s)", config.mongo_database,
-                    ", one more per organisation: VERSION=saas" if tenants.saas else "")
-    return tenants
 
 
 def start_broker(config: Config, tenants: Tenants, *, marker: bool = False) -> AmqpBroker:

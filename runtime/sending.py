@@ -44,7 +44,6 @@ __all__ = ["MailSender", "DEFAULT_MAX_ATTACHMENT_BYTES", "appended_uid", "parse_
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
-_MAX_ALIASES = 100
 
 
 @dataclass(frozen=True)
@@ -384,19 +383,6 @@ class MailSender:
                                conversation_id, status, exc)
                 self._storage.log("error", f"changing conversation {conversation_id} to {status} failed: {exc}",
                                   inbox_id=inbox_id)
-
-
-def parse_aliases(raw: Any) -> list[str]:
-    """``doc.data.aliases``: the other addresses the integration may send as (``from``), lower-cased."""
-    if not isinstance(raw, list) or len(raw) > _MAX_ALIASES or not all(isinstance(a, str) for a in raw):
-        raise RequestError(f"doc.data.aliases must be a list of at most {_MAX_ALIASES} e-mail addresses")
-    out: list[str] = []
-    for text in raw:
-        found = parse_addresses(text, "doc.data.aliases")
-        if len(found) != 1 or found[0][0]:
-            raise RequestError(f"doc.data.aliases: {text!r} is not one bare e-mail address")
-        out.append(found[0][1].lower())
-    return list(dict.fromkeys(out))
 
 
 def _check_sender(address: str, own: str, aliases: Any, inbox_id: str) -> None:

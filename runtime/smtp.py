@@ -3,7 +3,7 @@
 Security, from the integration's optional ``smtpTls``: ``"tls"`` (implicit TLS), ``"starttls"`` or ``"none"``;
 without it, implicit TLS on port 465 and STARTTLS on any other port. With STARTTLS we refuse to go on when the
 server does not offer it: the password and the mail never travel in plain text unless ``smtpTls`` is ``"none"``.
-Certificates are always verified (:func:`runtime.imap.tls_context`, with the integration's ``caCert``), every
+Certificates are always verified (:func:`runtime.hosts.tls_context`, with the integration's ``caCert``), every
 socket operation has a timeout, and every failure raises an error carrying the server's own reason, never the
 password: :class:`~runtime.errors.AuthenticationFailed` for a refused login, :class:`SmtpRefused` for a refused
 sender, recipients or mail, :class:`~runtime.errors.MailboxError` for anything else. An integration with OAuth2
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from runtime.errors import AuthenticationFailed, MailboxError, RequestError
-from runtime.imap import oauth_tokens, tls_context
-from runtime.oauth import Tokens, xoauth2
+from runtime.hosts import tls_context
+from runtime.oauth import Tokens, oauth_tokens, xoauth2
 
 __all__ = ["SmtpSettings", "SendResult", "SmtpRefused", "send", "smtp_security", "smtp_port", "SECURITY_MODES"]
 

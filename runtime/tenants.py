@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import re
 import threading
 from typing import Any, Callable, Iterator
@@ -26,7 +27,9 @@ from runtime.errors import RequestError, StorageError
 from runtime.sealing import Sealer
 from runtime.storage import Storage, utcnow
 
-__all__ = ["Tenants", "TenantStorage", "UnknownTenant", "bound", "current", "subdomain_of_host"]
+__all__ = ["Tenants", "TenantStorage", "UnknownTenant", "bound", "current", "start_tenants", "subdomain_of_host"]
+
+logger = logging.getLogger(__name__)
 
 OS = "os"
 _VALID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -187,3 +190,16 @@ def bind_request(tenants: Tenants | None, headers: Any) -> str:
     key = tenants.key(subdomain_of_host(headers.get("hostname") or headers.get("Host")))
     _current.set(key)
     return key
+
+
+def start_tenants(config: Any, *, announce: bool = True) -> Tenants:
+    """The tenants of ``config`` (its MongoDB, one database or one per organisation), MongoDB answering and the
+    indexes made; ``announce`` logs that MongoDB is ready."""
+    tenants = Tenants(config.mongo_url, database=config.mongo_database, saas=config.version == "saas",
+                      sealer=Sealer.from_setting(config.secret_keys))
+    tenants.base.ping()
+    tenants.ensure_indexes()
+    if announce:
+        logger.info("MongoDB ready (database %s%s)", config.mongo_database,
+                    ", one more per organisation: VERSION=saas" if tenants.saas else "")
+    return tenants

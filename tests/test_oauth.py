@@ -21,7 +21,8 @@ from pymongo.errors import AutoReconnect
 
 from runtime import fence
 from runtime.errors import AuthenticationFailed, MailboxError, StorageError
-from runtime.imap import ImapSettings, connect, parse_details
+from runtime.details import parse_details
+from runtime.imap import ImapSettings, connect
 from runtime.oauth import NotSignedIn, TokenRevoked, Tokens
 from runtime.sealing import PREFIX, Sealer, new_key
 from runtime.storage import Storage

@@ -619,7 +619,7 @@ def test_a_trickling_server_cannot_hold_a_download_past_its_deadline(plain_stora
 
 
 def test_from_must_be_the_integrations_address_or_one_of_its_aliases(plain_storage, cfg, smtp_recorder):
-    from runtime.imap import parse_details
+    from runtime.details import parse_details
 
     recorder, port = smtp_recorder
     sender = local_sender(plain_storage, cfg, port, smtpTls="none", aliases=["sales@shop.example", "help@shop.example"])

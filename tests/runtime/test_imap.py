@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from runtime.errors import AuthenticationFailed, MailboxError
-from runtime.imap import ImapSettings, connect, tls_context
+from runtime.hosts import tls_context
+from runtime.imap import ImapSettings, connect
 from tests.conftest import both_servers
 
 

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from runtime.errors import RequestError
-from runtime.imap import ImapSettings, parse_details
+from runtime.details import parse_details
+from runtime.imap import ImapSettings
 
 
 def test_erxes_details_with_defaults():

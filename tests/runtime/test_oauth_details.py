@@ -1,4 +1,4 @@
-"""``doc.data.oauth`` (runtime/oauth.py parse_oauth, through runtime/imap.py parse_details) and the flow's pure
+"""``doc.data.oauth`` (runtime/oauth.py parse_oauth, through runtime/details.py parse_details) and the flow's pure
 pieces: plain logic, no servers."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import urllib.parse
 import pytest
 
 from runtime.errors import RequestError
-from runtime.imap import ImapSettings, parse_details
+from runtime.details import parse_details
+from runtime.imap import ImapSettings
 from runtime.oauth import FIELDS, OAuthSettings, authorization_url, pkce_challenge, xoauth2
 from runtime.smtp import SmtpSettings
 

@@ -8,7 +8,6 @@ import http.client
 import select
 import socket
 import time
-from typing import Any
 
 from runtime.config import load_config
 from tests.conftest import wait_for

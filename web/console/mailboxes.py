@@ -11,7 +11,8 @@ import tornado.web
 from bson import ObjectId
 
 from runtime.errors import MailboxError, RequestError
-from runtime.imap import NETWORK_ERRORS, ImapSettings, connect, parse_details
+from runtime.details import parse_details
+from runtime.imap import NETWORK_ERRORS, ImapSettings, connect
 from runtime.procedures import public_details
 from web.console.base import ConsoleHandler
 

@@ -1,0 +1,94 @@
+"""The house's layering, read from the code's own imports (every ``import``, at module level or inside a function):
+no import cycle among the project's modules, and ``runtime/`` (the bottom layer) imports neither ``actors/`` nor
+``web/`` except in the composition root that still lives there (issue 15 moves it out)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("runtime", "actors", "web")
+# The composition root: it starts the actors and the web server. It is to leave runtime/ (issue 15 item 3); the
+# test fails when another module of runtime/ reaches up, and when one of these no longer needs to be listed.
+COMPOSITION_ROOT = {"runtime.process"}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            parts = list(path.relative_to(REPO).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(parts)] = path
+    return found
+
+
+def imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """The project modules ``path`` imports (``from a import b`` counts ``a.b`` when that is a module)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*up, base] if base else up)
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                out.add(target)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    known = set(found)
+    return {name: imports(path, name, known) for name, path in found.items()}
+
+
+def test_no_import_cycle_among_the_project_s_modules():
+    edges = graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if nxt in edges and "." in node and nxt.startswith(node + "."):
+                continue  # a package's __init__ handing on its own submodules is no cycle
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_runtime_imports_neither_actors_nor_web_outside_the_composition_root():
+    edges = graph()
+    upward = {name: sorted(t for t in targets if t.split(".")[0] in ("actors", "web"))
+              for name, targets in edges.items() if name.split(".")[0] == "runtime"}
+    reaching = {name: targets for name, targets in upward.items() if targets}
+    assert set(reaching) - COMPOSITION_ROOT == set(), f"runtime/ reaches up: {reaching}"
+    assert COMPOSITION_ROOT <= set(reaching), "the composition root no longer needs its exception: remove it"
+
+
+def test_the_graph_sees_known_imports():  # the reader itself: a cycle test over an empty graph would prove nothing
+    edges = graph()
+    assert "runtime.hosts" in edges["runtime.imap"] and "runtime.oauth" in edges["runtime.smtp"]
+    assert "actors.supervisor" in edges["runtime.process"]

@@ -16,9 +16,10 @@ from typing import Any, Callable
 from pymongo.errors import DuplicateKeyError
 
 from runtime.credentials import follow_host
-from runtime.errors import RequestError
 from runtime.details import parse_details
+from runtime.errors import RequestError
 from runtime.logs_collect import collect_items
+from runtime.storage import SECRET_FIELDS
 from runtime.tenants import current
 
 __all__ = ["ImapProcedures", "SERVICE"]
@@ -26,8 +27,9 @@ __all__ = ["ImapProcedures", "SERVICE"]
 logger = logging.getLogger(__name__)
 
 SERVICE = "imap"
-SECRET_FIELDS = ("password",)
+# What a caller sees of an integration's details (erxes's shape); never one of storage's SECRET_FIELDS
 DETAIL_FIELDS = ("host", "smtpHost", "smtpPort", "smtpTls", "mainUser", "user", "port", "tls", "starttls", "folders")
+assert not set(DETAIL_FIELDS) & set(SECRET_FIELDS)
 
 
 class ImapProcedures:
@@ -161,7 +163,7 @@ def public_details(doc: dict[str, Any]) -> dict[str, Any]:
     """An integration as callers may see it: never a secret (the contract's policy)."""
     out: dict[str, Any] = {"_id": str(doc["_id"]), "inboxId": doc["inboxId"]}
     out.update({k: doc.get(k) for k in DETAIL_FIELDS if k in doc})
-    out.update({k: None for k in SECRET_FIELDS})
+    out["password"] = None  # erxes's shape has the field; its value is never sent
     out["healthStatus"] = doc.get("healthStatus", "healthy")
     out["error"] = doc.get("error")
     return out

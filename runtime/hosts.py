@@ -27,7 +27,6 @@ def host_problem(host: str) -> str | None:
     return None
 
 
-
 @functools.lru_cache(maxsize=64)
 def tls_context(ca_cert: str = "") -> ssl.SSLContext:
     """Certificates verified against the system's CAs, or against ``ca_cert`` (PEM text) for a self-hosted server.

@@ -196,6 +196,17 @@ class Storage:
             return value
         return self.sealer.seal(value, context=self._contexts(field, inbox_id)[0])
 
+    def seal_secret(self, field: str, inbox_id: str, value: str) -> str:
+        """``value`` sealed as every secret is (field, tenant and integration bound in), for a secret kept outside
+        the integration's document (``/login``'s PKCE verifier); as it is without a sealer."""
+        return self._seal(field, inbox_id, value)
+
+    def open_secret(self, field: str, inbox_id: str, value: str) -> str:
+        """The plain text of a value :meth:`seal_secret` sealed; only the current associated data opens it."""
+        if self.sealer is None:
+            return value
+        return self.sealer.unseal(value, context=self._contexts(field, inbox_id)[0])
+
     def _unseal(self, field: str, inbox_id: Any, value: str) -> tuple[str, bool]:
         """The plain text, and whether it was sealed with the legacy associated data."""
         assert self.sealer is not None

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 STATE_TTL = dt.timedelta(minutes=10)
 STATES = "imap_oauth_states"
+VERIFIER = "oauthVerifier"  # the sealed field name of a sign-in's PKCE verifier (its associated data)
 
 
 class LoginFailed(Exception):
@@ -106,18 +107,12 @@ class LoginHandler(tornado.web.RequestHandler):
         states = self.storage.db[STATES]
         now = utcnow()
         states.delete_many({"expiresAt": {"$lt": now}})
-        sealer = self.storage.sealer
         states.insert_one({"_id": _digest(state), "inboxId": inbox_id, "userId": user_id, "redirectUri": redirect_uri,
-                           "verifier": sealer.seal(verifier, context=self._verifier_context(inbox_id)) if sealer
-                           else verifier, "createdAt": now, "expiresAt": now + STATE_TTL})
+                           "verifier": self.storage.seal_secret(VERIFIER, inbox_id, verifier), "createdAt": now,
+                           "expiresAt": now + STATE_TTL})
         logger.info("Integration %s: sign-in started by user %s", inbox_id, user_id)
         return authorization_url(settings, redirect_uri=redirect_uri, state=state, challenge=pkce_challenge(verifier),
                                  login_hint=str(doc.get("mainUser") or doc.get("user") or ""))
-
-    def _verifier_context(self, inbox_id: str) -> str:
-        """The verifier's associated data: field, tenant and integration, as for every sealed value (a state copied
-        into another tenant's database does not open there)."""
-        return f"oauthVerifier:{getattr(self.storage, 'tenant', 'os')}:{inbox_id}"
 
     # -- leg 2: back from the provider ------------------------------------------------------------------------------
     def _finish(self, subdomain: str) -> str:
@@ -135,9 +130,7 @@ class LoginHandler(tornado.web.RequestHandler):
         if not code:
             raise LoginFailed(400, "the provider sent no code")
         settings, doc = self._settings(inbox_id)
-        verifier = found["verifier"]
-        if self.storage.sealer is not None:
-            verifier = self.storage.sealer.unseal(verifier, context=self._verifier_context(inbox_id))
+        verifier = self.storage.open_secret(VERIFIER, inbox_id, found["verifier"])
         try:
             answer = exchange_code(settings, code=code, redirect_uri=found["redirectUri"], verifier=verifier,
                                    timeout=self.timeout)

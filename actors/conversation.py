@@ -10,11 +10,11 @@ A conversation actor serves one lane (``actors/router.py``): the mails of one th
 mails of one new thread create one conversation. It takes every mail waiting in its backlog at once and writes
 them together: one lookup of the known messages, intents and threads, one ``insert_many`` of the new intents, then
 the inbox calls one by one (a reply whose parent is in the same batch gets the parent's conversation), one
-``insert_many`` of the messages, the announcements side by side, one ``delete_many`` of the intents.
+``insert_many`` of the messages, then the announcements one by one, each mail's intent deleted as soon as its
+announcement is confirmed (so a crash repeats at most one announcement per lane, not a batch).
 """
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -37,7 +37,6 @@ __all__ = ["Conversations", "ConversationActor"]
 logger = logging.getLogger(__name__)
 
 Item = tuple[Incoming, str]  # a mail and its customer id
-ANNOUNCERS = 8  # threads per lane publishing a batch's announcements side by side
 
 
 @dataclass
@@ -50,12 +49,10 @@ class Entry:
 
 
 class Conversations:
-    def __init__(self, *, storage: Any, erxes: Any, finished: Callable[[Incoming], None] = lambda job: None,
-                 announcer: concurrent.futures.Executor | None = None) -> None:
+    def __init__(self, *, storage: Any, erxes: Any, finished: Callable[[Incoming], None] = lambda job: None) -> None:
         self._storage = storage
         self._erxes = erxes
         self._finished = finished  # told for each mail that leaves the pipeline
-        self._announcer = announcer  # publishes a batch's announcements side by side
 
     def ingest(self, job: Incoming, customer_id: str) -> None:
         self.ingest_batch([(job, customer_id)])
@@ -107,12 +104,6 @@ class Conversations:
                 announced.append(entry)
             else:
                 self._fail([entry.job], error)
-        if announced:
-            try:
-                self._storage.clear_intents([entry.intent["_id"] for entry in announced if entry.intent])
-            except Exception as exc:  # noqa: BLE001 - announced again on the re-fetch (at least once)
-                self._fail([entry.job for entry in announced], exc)
-                announced = []
         for entry in announced:
             metrics.mail_ingested(entry.job.fetched_at)  # latency: fetched over IMAP -> stored and announced
             logger.debug("Stored %s in conversation %s", _message_id(entry.job),
@@ -188,22 +179,25 @@ class Conversations:
         return called, unannounced, done
 
     def _announce(self, pending: list[Entry]) -> list[Exception | None]:
-        """Publish ``conversationClientMessageInserted`` for each; all at once when there is an ``announcer``, so
-        the batch waits for one confirmation rather than one after another (and a kill before the intents are
-        cleared repeats few). Returns each one's error, or None."""
-        def announce(entry: Entry) -> Exception | None:
+        """Publish ``conversationClientMessageInserted`` for each, one after another, and delete its intent right
+        after the broker's confirmation: a kill repeats at most the one announcement of this lane that was
+        published and not yet recorded at that instant, never a whole batch's (issue 14; side by side, 8 at a
+        time, a kill repeated about 2, and a batch's intents deleted together after its last, about 4).
+        Returns each one's error, or None."""
+        errors: list[Exception | None] = []
+        for entry in pending:
             doc = entry.message
             assert doc is not None
             try:
                 self._erxes.message_inserted(entry.job.subdomain, message_id=str(doc["_id"]), content=doc["body"],
                                              conversation_id=doc["inboxConversationId"])
-            except Exception as exc:  # noqa: BLE001 - reported for this mail
-                return exc
-            return None
-
-        if self._announcer is None or len(pending) < 2:
-            return [announce(entry) for entry in pending]
-        return list(self._announcer.map(announce, pending))
+                if entry.intent is not None:
+                    self._storage.clear_intents([entry.intent["_id"]])
+            except Exception as exc:  # noqa: BLE001 - reported for this mail: announced again on the re-fetch
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
 
     def _set_aside_too_large(self, entries: list[Entry]) -> None:
         """Mails whose message document MongoDB cannot hold: quarantined at once by their mailbox (never retried, so
@@ -287,13 +281,8 @@ class ConversationActor(pykka.ThreadingActor, Conversations):
 
     def __init__(self, *, backlog: Backlog, **kwargs: Any) -> None:
         pykka.ThreadingActor.__init__(self)
-        Conversations.__init__(self, announcer=concurrent.futures.ThreadPoolExecutor(
-            ANNOUNCERS, thread_name_prefix="announce"), **kwargs)
+        Conversations.__init__(self, **kwargs)
         self._backlog = backlog
 
     def work(self) -> None:
         self.ingest_batch(self._backlog.take())
-
-    def on_stop(self) -> None:
-        if self._announcer is not None:
-            self._announcer.shutdown(wait=True)

@@ -39,7 +39,7 @@ from runtime.mailparse import parse_mail
 from runtime.tenants import current
 from runtime.storage import DONE, utcnow
 
-__all__ = ["MailSender", "DEFAULT_MAX_ATTACHMENT_BYTES", "appended_uid", "parse_aliases"]
+__all__ = ["DEFAULT_MAX_ATTACHMENT_BYTES", "MailSender", "appended_uid"]
 
 logger = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from bson import ObjectId
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
+from runtime.broker._envelope import delivery_id
 from runtime.errors import RequestError
 from runtime.storage import utcnow
 
@@ -128,13 +129,19 @@ class Standalone:
 
     def message_inserted(self, envelope: dict[str, Any]) -> None:
         data = _data(envelope)
-        # one record per message; ``deliveries`` counts repeats (at-least-once after a crash at the wrong moment).
+        # one record per message; ``deliveries`` counts repeats (at-least-once after a crash at the wrong moment),
+        # ``publishes`` the AMQP message ids among them: a message the runtime published twice has two, one that
+        # RabbitMQ redelivered (this emulation died before its ack) has one.
         # An insert first (one write; almost every message comes once), the count raised on a repeat.
+        publish = delivery_id()
         try:
             self.inserted.insert_one({"messageId": data.get("_id"), "conversationId": data.get("conversationId"),
-                                      "content": data.get("content"), "receivedAt": utcnow(), "deliveries": 1})
+                                      "content": data.get("content"), "receivedAt": utcnow(), "deliveries": 1,
+                                      "publishes": [publish] if publish else []})
         except DuplicateKeyError:
-            self.inserted.update_one({"messageId": data.get("_id")}, {"$inc": {"deliveries": 1}})
+            self.inserted.update_one({"messageId": data.get("_id")}, {"$inc": {"deliveries": 1},
+                                                                    **({"$addToSet": {"publishes": publish}}
+                                                                       if publish else {})})
 
 
 def _data(envelope: dict[str, Any]) -> dict[str, Any]:

@@ -115,6 +115,9 @@ def pct(values: list[float], q: float) -> float:
 
 # -- 1. kill -9 at 10 random moments while ingesting 1,000 mails ------------------------------------------------------
 
+REPEATS_PER_KILL = 1  # announcements a kill may repeat, on average over the kills (at most one per lane)
+
+
 @pytest.mark.timeout(420)
 def test_kill_9_at_10_random_moments_while_ingesting_1000_mails(process, caller, mailserver, db):
     seed = int(os.environ.get("RELIABILITY_SEED") or random.SystemRandom().randrange(1, 10 ** 6))
@@ -180,9 +183,17 @@ def test_kill_9_at_10_random_moments_while_ingesting_1000_mails(process, caller,
     wait_for(lambda: {n["messageId"] for n in db.standalone_message_notifications.find()} == announced, timeout=10,
              message="every message announced")
     notes = list(db.standalone_message_notifications.find())
-    repeated = sum(1 for n in notes if n["deliveries"] > 1)
-    print(f"[kill -9] conversationClientMessageInserted repeated for {repeated} message(s) (at-least-once: a kill "
-          f"between the publish and the deletion of the intent)")
+    # a message published twice by the runtime has two AMQP message ids; one that RabbitMQ delivered twice (the
+    # emulation runs in the killed process, so it dies before its ack too) has one
+    repeated = sum(1 for n in notes if len(n["publishes"]) > 1)
+    redelivered = sum(n["deliveries"] - len(n["publishes"]) for n in notes)
+    print(f"[kill -9] conversationClientMessageInserted published again for {repeated} message(s) (at-least-once: "
+          f"a kill between the confirmation and the deletion of the intent); {redelivered} redelivered by RabbitMQ")
+    # each lane announces one mail at a time and deletes its intent right after the confirmation (issue 14, finding
+    # 3), so a kill repeats at most the one published and not yet recorded in each lane at that instant: 1 over the
+    # 10 kills in a run on 2026-12-07; 44 when a batch's intents were deleted together after its last announcement,
+    # 19 with 8 announcements of a lane side by side
+    assert repeated <= REPEATS_PER_KILL * len(kills), f"{repeated} announcements repeated after {len(kills)} kills"
     wait_for(lambda: cursor(db, inbox).get("lastUid") == 1000, timeout=10, message="the cursor at UID 1000")
     assert db.imap_quarantine.count_documents({}) == 0
     assert crashes(db) == []

@@ -9,6 +9,7 @@ Reply: ``{"status": "success", "data": ...}`` (``data`` left out when None) or
 """
 from __future__ import annotations
 
+import contextvars
 import datetime
 import json
 import logging
@@ -19,6 +20,7 @@ from runtime.errors import RpcError, RuntimeFault
 __all__ = [
     "MISSING",
     "decode_envelope",
+    "delivery_id",
     "encode_error",
     "encode_request",
     "encode_success",
@@ -38,6 +40,16 @@ class _Missing:
 
 
 MISSING: Any = _Missing()
+
+# the AMQP ``message_id`` of the message whose handler runs: one per publish, the same on a redelivery, so a
+# consumer can tell a message published twice from one delivered twice
+_DELIVERY: contextvars.ContextVar[str | None] = contextvars.ContextVar("delivery_id", default=None)
+
+
+def delivery_id() -> str | None:
+    """The ``message_id`` of the plain message being handled on this thread (None outside a handler or if the
+    publisher set none)."""
+    return _DELIVERY.get()
 
 
 def _json_default(value: Any) -> Any:
@@ -136,14 +148,19 @@ def handle_rpc(queue: str, handler: Callable[[dict[str, Any]], Any], body: bytes
         return encode_error(f"Result is not JSON serialisable: {exc}")
 
 
-def handle_plain(queue: str, handler: Callable[[dict[str, Any]], Any], body: bytes) -> None:
-    """Run a fire-and-forget handler. Never raises (Exception): the message is acked whatever happens."""
+def handle_plain(queue: str, handler: Callable[[dict[str, Any]], Any], body: bytes,
+                 message_id: str | None = None) -> None:
+    """Run a fire-and-forget handler (with :func:`delivery_id` answering ``message_id``). Never raises
+    (Exception): the message is acked whatever happens."""
     try:
         request = decode_envelope(body)
     except ValueError as exc:
         logger.warning("%s: message is not a JSON object (%s); dropping it", queue, exc)
         return
+    token = _DELIVERY.set(message_id)
     try:
         _run(queue, handler, request)
     except Exception:
         pass  # logged by _run; plain consumers ack regardless, as erxes does
+    finally:
+        _DELIVERY.reset(token)

@@ -168,7 +168,8 @@ class AmqpBroker:
         """Send a fire-and-forget message; return once the broker confirmed it, else raise BrokerError."""
         deadline = time.monotonic() + timeout
         full = queue + self._prefix
-        op = Op(uuid.uuid4().hex, full, encode_request(subdomain, data), BasicProperties(), is_call=False)
+        op_id = uuid.uuid4().hex  # also the message's id: a consumer tells a republish from a redelivery by it
+        op = Op(op_id, full, encode_request(subdomain, data), BasicProperties(message_id=op_id), is_call=False)
         session = self._submit(op, deadline)
         try:
             op.future.result(max(0.0, deadline - time.monotonic()))
@@ -218,7 +219,7 @@ class AmqpBroker:
                 if not props.reply_to:
                     logger.debug("%s: request without reply_to; acking without a reply", consumer.queue)
             else:
-                handle_plain(consumer.queue, consumer.handler, body)
+                handle_plain(consumer.queue, consumer.handler, body, props.message_id)
         except Exception:  # handle_* catch handler errors; this is a bug of ours, and the ack still goes
             logger.exception("%s: unexpected error around the handler", consumer.queue)
         session.later(session.ack, ch, tag, reply, props.reply_to, props.correlation_id)

@@ -150,7 +150,7 @@ def test_a_batch_is_written_together_and_a_reply_lands_in_its_parents_conversati
     Conversations(storage=storage, erxes=erxes).ingest_batch(batch)
     assert answers.done == [1, 2, 3] and answers.failed == []
     assert storage.calls == ["find_messages", "find_intents", "thread_candidates", "record_intents", "store_messages",
-                             "clear_intents"]
+                             "clear_intents", "clear_intents", "clear_intents"]  # each right after its announcement
     conv = {m: d["inboxConversationId"] for m, d in storage.messages.items()}
     assert conv["<b@x>"] == conv["<a@x>"] != conv["<c@x>"]
     assert erxes.receive == [("<a@x>", None), ("<b@x>", conv["<a@x>"]), ("<c@x>", None)]

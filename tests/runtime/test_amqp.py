@@ -20,6 +20,7 @@ import pika.exceptions
 import pytest
 
 from runtime.broker import _envelope
+from runtime.broker._envelope import delivery_id
 from runtime.broker.amqp import MISSING, AmqpBroker, Backoff
 from runtime.errors import BrokerError, RequestError, RpcError, RpcTimeout
 from tests.faultproxy import FaultProxy
@@ -251,10 +252,12 @@ def test_fifty_concurrent_calls_from_ten_threads(make_broker, queues):
 
 def test_publish_is_confirmed_and_a_failing_plain_consumer_still_acks(make_broker, queues, caplog):
     seen: list[Any] = []
+    ids: list[str | None] = []
     three = threading.Semaphore(0)
 
     def handler(request: dict[str, Any]) -> None:
         seen.append(request)
+        ids.append(delivery_id())
         three.release()
         raise RuntimeError("handler broke")
 
@@ -270,6 +273,8 @@ def test_publish_is_confirmed_and_a_failing_plain_consumer_still_acks(make_broke
         broker.stop()
     assert sorted(r["data"]["n"] for r in seen) == [0, 1, 2]
     assert all(r == {"subdomain": "acme", "data": {"n": r["data"]["n"]}} for r in seen)
+    assert len(set(ids)) == 3 and None not in ids  # each handler saw its own message's id
+    assert delivery_id() is None  # only inside a handler
     assert message_count(full) == 0
     failures = [r for r in caplog.records if r.name.startswith("runtime.broker") and r.levelno >= logging.ERROR]
     assert len(failures) == 3 and all("x:plain" in r.getMessage() for r in failures)
@@ -369,7 +374,8 @@ def test_our_requests_and_messages_look_like_erxes_ones(make_broker, queues):
         broker.publish("x:remoteplain", {"n": 1}, timeout=5)
         method, props, body = raw_get(ch, plain_queue)
         assert method.routing_key == plain_queue
-        assert_only_properties(props)
+        assert len(props.message_id) == 32 and int(props.message_id, 16) >= 0  # one per publish (erxes sets none)
+        assert_only_properties(props, message_id=props.message_id)
         assert json.loads(body) == {"subdomain": "os", "data": {"n": 1}}
     assert outcome["first"] == 42
     assert isinstance(outcome["second"], RpcError) and str(outcome["second"]) == "nope"

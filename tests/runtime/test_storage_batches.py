@@ -89,6 +89,31 @@ def test_documents_of_versions_before_intents_are_completed_once(storage):
     assert storage.intents.count_documents({}) == 0
 
 
+def test_each_intent_is_deleted_right_after_its_announcement_not_after_the_batch(storage):
+    """Issue 14, finding 3: a kill between an announcement and the deletion of its intent repeats that announcement
+    on the re-fetch, so each intent goes as soon as its own announcement is confirmed. Before, a batch's intents
+    were deleted together after its last announcement: a kill midway repeated every announcement before it."""
+    from actors.conversation import Conversations
+
+    class Watching(Erxes):  # how many intents are left each time an announcement goes out
+        def __init__(self) -> None:
+            super().__init__()
+            self.left: list[int] = []
+
+        def message_inserted(self, subdomain: str, **kwargs: Any) -> None:
+            self.left.append(storage.intents.count_documents({}))
+            super().message_inserted(subdomain, **kwargs)
+
+    erxes = Watching()
+    mailbox = type("Mailbox", (), {"mail_done": lambda self, folder, uid: None})()
+    jobs = [(Incoming("inbox-1", "os", "INBOX", uid, parse_mail(make_mail(to="me@x", message_id=f"<m{uid}>")),
+                      mailbox), "c") for uid in range(1, 6)]
+    Conversations(storage=storage, erxes=erxes).ingest_batch(jobs)
+    assert len(erxes.announced) == 5
+    assert erxes.left == [5, 4, 3, 2, 1]  # only the mail being announced still has its intent (was [5, 5, 5, 5, 5])
+    assert storage.intents.count_documents({}) == 0
+
+
 def test_find_customers_of_a_batch(storage):
     storage.save_customer("inbox-1", "a@example.com", "contact-a")
     storage.save_customer("inbox-2", "b@example.com", "contact-b")

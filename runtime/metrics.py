@@ -30,6 +30,7 @@ __all__ = [
     "CONTENT_TYPE",
     "IDLE_RENEWALS",
     "INGEST_LATENCY",
+    "MAILBOX_HEALTH",
     "MAILBOX_STATES",
     "MAILS_FAILED",
     "MAILS_INGESTED",
@@ -44,6 +45,7 @@ __all__ = [
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAILBOX_STATES = ("connecting", "syncing", "idle", "backoff", "unhealthy")
+MAILBOX_HEALTH = ("healthy", "degraded", "unHealthy")  # getStatus's two, and healthy with a reason in ``error``
 _RPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _INGEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -115,8 +117,10 @@ class TimedTransport:
 class _Scrape:
     """What one scrape shows: our registry, plus mailboxes by state when they could be counted."""
 
-    def __init__(self, states: Mapping[str, int] | None, node: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, states: Mapping[str, int] | None, health: Mapping[str, Any] | None = None,
+                 node: Mapping[str, Any] | None = None) -> None:
         self._states = states
+        self._health = health
         self._node = node or {}
 
     def collect(self) -> Iterator[Metric]:
@@ -136,9 +140,16 @@ class _Scrape:
         for state in MAILBOX_STATES:
             family.add_metric([state], float(self._states.get(state, 0)))
         yield family
+        if self._health is not None:
+            health = GaugeMetricFamily("imap_mailboxes_health", "Integrations by health (getStatus's healthy or "
+                                       "unHealthy; degraded: healthy with a reason in error)", labels=["health"])
+            for name in MAILBOX_HEALTH:
+                health.add_metric([name], float(self._health.get(name, 0)))
+            yield health
 
 
-def exposition(mailbox_states: Mapping[str, int] | None, node: Mapping[str, Any] | None = None) -> bytes:
-    """The Prometheus text format of everything above; ``None``: the mailbox gauge is left out. ``node``: this
+def exposition(mailbox_states: Mapping[str, int] | None, mailbox_health: Mapping[str, Any] | None = None, *,
+               node: Mapping[str, Any] | None = None) -> bytes:
+    """The Prometheus text format of everything above; ``None``: that mailbox gauge is left out. ``node``: this
     node's ``{"id", "leases"}`` (the node gauges are left out without an id)."""
-    return generate_latest(_Scrape(mailbox_states, node))
+    return generate_latest(_Scrape(mailbox_states, mailbox_health, node))

@@ -1,12 +1,15 @@
 """Operations routes: ``GET /ready`` (readiness, for load balancers and orchestrators) and ``GET /metrics``.
 
 ``/ready`` answers JSON ``{"mongo": "ok"|<error>, "rabbitmq": ..., "redis": ..., "mailboxes": {<state>: n},
+"mailboxHealth": {"healthy": n, "degraded": n, "unHealthy": n, "unHealthyInboxes": [id...], "degradedInboxes":
+[...]},
 "node": {"id", "leases", "nodes", "target"}, "mode": {"standalone", "setting", "reason"}, "serving": bool,
 "missing": [<one line each>, only when not ready]}`` (``node``: this node's id and the leases it holds, see ``docs/scaling.md``;
 ``mode``: whether the erxes emulation runs and why, runtime/detect.py) with HTTP 200 only while the runtime serves
 and MongoDB, RabbitMQ and, with leases in Redis (``LEASES=redis``: without Redis no mailbox is listened to), Redis
-answer; else 503, and ``missing`` names what is missing. ``mailboxes`` counts ``imap_integrations.state`` (null
-when MongoDB does not answer). ``/metrics`` is the Prometheus text format (:mod:`runtime.metrics`).
+answer; else 503, and ``missing`` names what is missing. ``mailboxes`` counts ``imap_integrations.state``,
+``mailboxHealth`` their health as erxes's ``getStatus`` shows it (:func:`mailbox_health`; both null when MongoDB
+does not answer). A sick mailbox never makes the node unready: it is the mailbox's fault, not the node's. ``/metrics`` is the Prometheus text format (:mod:`runtime.metrics`).
 
 :class:`ReadinessWatch` asks the same questions every few seconds and logs what is missing: a WARNING when it
 changes, repeated at most once a minute while it lasts, and an INFO line once all is back.
@@ -38,6 +41,7 @@ __all__ = ["MetricsHandler", "Probe", "ReadinessWatch", "ReadyHandler", "ops_rou
 logger = logging.getLogger(__name__)
 
 OK = "ok"
+NAMED_AT_MOST = 20  # inbox ids /ready names per health, beside the counts
 
 
 class Probe:
@@ -83,18 +87,35 @@ class Probe:
     def mailbox_states(self) -> dict[str, int] | None:
         """Integrations by state, from ``imap_integrations.state`` of every tenant; None when MongoDB does not
         answer."""
-        counts = {state: 0 for state in metrics.MAILBOX_STATES}
+        report = self.mailbox_report()
+        return None if report is None else report[0]
+
+    def mailbox_report(self) -> tuple[dict[str, int], dict[str, Any]] | None:
+        """Integrations by state and by health, in one pass over every tenant's ``imap_integrations``; None when
+        MongoDB does not answer. Health (issue 14): ``unHealthy`` as erxes's ``getStatus`` says it, ``degraded``
+        when healthy with a reason in ``error`` (a skipped folder, a retry after a blip), else ``healthy``; the
+        inbox ids of the first few unhealthy and degraded ones beside the counts (the reasons stay in
+        ``getStatus`` and the log: this route answers without a login)."""
+        states = {state: 0 for state in metrics.MAILBOX_STATES}
+        health: dict[str, Any] = {name: 0 for name in metrics.MAILBOX_HEALTH}
+        named: dict[str, list[str]] = {"unHealthy": [], "degraded": []}
         try:
             with pymongo.timeout(self._timeout):
                 for collection in self._integrations():
-                    for doc in collection.find({}, {"state": 1, "_id": 0}):
+                    for doc in collection.find({}, {"state": 1, "healthStatus": 1, "error": 1, "inboxId": 1,
+                                                    "_id": 0}):
                         state = doc.get("state")
-                        if state in counts:
-                            counts[state] += 1
+                        if state in states:
+                            states[state] += 1
+                        name = mailbox_health(doc)
+                        health[name] += 1
+                        if name in named and len(named[name]) < NAMED_AT_MOST:
+                            named[name].append(str(doc.get("inboxId")))
         except PyMongoError as exc:
             logger.debug("cannot count mailboxes by state: %s", exc)
             return None
-        return counts
+        health["unHealthyInboxes"], health["degradedInboxes"] = named["unHealthy"], named["degraded"]
+        return states, health
 
     def missing(self, *, serving: bool, mongo: str, rabbitmq: str, redis_state: str) -> list[str]:
         """What keeps the runtime from serving, one line each (empty: ready)."""
@@ -109,6 +130,13 @@ class Probe:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def mailbox_health(doc: dict[str, Any]) -> str:
+    """``healthy``, ``degraded`` (healthy, with a reason in ``error``) or ``unHealthy``, of an integration."""
+    if doc.get("healthStatus") == "unHealthy":
+        return "unHealthy"
+    return "degraded" if doc.get("error") else "healthy"
 
 
 class ReadinessWatch:
@@ -168,13 +196,15 @@ class ReadyHandler(tornado.web.RequestHandler):
         probe = self.probe
         if probe is None:
             report: dict[str, Any] = {"mongo": "unknown", "rabbitmq": "unknown", "redis": "unknown",
-                                      "mailboxes": None}
+                                      "mailboxes": None, "mailboxHealth": None}
         else:
             loop = tornado.ioloop.IOLoop.current()
-            mongo, rabbit, red, states = await asyncio.gather(*(
+            mongo, rabbit, red, mailboxes = await asyncio.gather(*(
                 loop.run_in_executor(probe.executor, check)
-                for check in (probe.mongo, probe.rabbitmq, probe.redis, probe.mailbox_states)))
-            report = {"mongo": mongo, "rabbitmq": rabbit, "redis": red, "mailboxes": states}
+                for check in (probe.mongo, probe.rabbitmq, probe.redis, probe.mailbox_report)))
+            states, health = mailboxes if mailboxes is not None else (None, None)
+            report = {"mongo": mongo, "rabbitmq": rabbit, "redis": red, "mailboxes": states,
+                      "mailboxHealth": health}
             if probe.node():
                 report["node"] = probe.node()
             if probe.mode is not None:
@@ -204,7 +234,8 @@ class MetricsHandler(tornado.web.RequestHandler):
             body = metrics.exposition(None)
         else:
             body = await tornado.ioloop.IOLoop.current().run_in_executor(
-                probe.executor, lambda: metrics.exposition(probe.mailbox_states(), node=probe.node()))
+                probe.executor, lambda: metrics.exposition(*(probe.mailbox_report() or (None, None)),
+                                                           node=probe.node()))
         self.set_header("Content-Type", metrics.CONTENT_TYPE)
         self.finish(body)
 

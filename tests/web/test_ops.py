@@ -92,7 +92,9 @@ def test_ready_reports_every_dependency_and_is_503_until_the_runtime_serves(ops:
     status, report = ops.ready()
     assert status == 200, report
     assert report == {"mongo": "ok", "rabbitmq": "ok", "redis": "ok", "serving": True,
-                      "mailboxes": {"connecting": 0, "idle": 2, "syncing": 0, "backoff": 1, "unhealthy": 1}}
+                      "mailboxes": {"connecting": 0, "idle": 2, "syncing": 0, "backoff": 1, "unhealthy": 1},
+                      "mailboxHealth": {"healthy": 5, "degraded": 0, "unHealthy": 0, "unHealthyInboxes": [],
+                                        "degradedInboxes": []}}
     ops.broker.connected = False
     status, report = ops.ready()
     assert status == 503 and report["rabbitmq"] == "not connected"
@@ -149,6 +151,28 @@ def test_metrics_is_prometheus_text_with_mailboxes_by_state(ops: Ops, db: Any) -
     metrics.mail_ingested(None)
     after = samples(ops.get("/metrics")[1])
     assert after[("imap_mails_ingested_total", ())] == before[("imap_mails_ingested_total", ())] + 1
+
+
+def test_ready_and_metrics_tell_healthy_degraded_and_unhealthy_mailboxes_apart(ops: Ops, db: Any) -> None:
+    """Issue 14: a mailbox backing off after an error that outlasts its retry is unHealthy for erxes (getStatus);
+    one with a skipped folder is healthy with a reason. /ready and /metrics say the same, and stay ready: a sick
+    mailbox is not a sick node. Before, both showed states only (a backoff looked like any other)."""
+    db.imap_integrations.insert_many([
+        {"inboxId": "ok", "state": "idle", "healthStatus": "healthy", "error": None},
+        {"inboxId": "skipped", "state": "idle", "healthStatus": "healthy",
+         "error": "folder 'Billing' skipped: folder 'Billing' cannot be selected"},
+        {"inboxId": "tls", "state": "backoff", "healthStatus": "unHealthy",
+         "error": "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"},
+        {"inboxId": "legacy", "state": "idle"},  # written before health was recorded
+    ])
+    status, report = ops.ready()
+    assert status == 200, report
+    assert report["mailboxHealth"] == {"healthy": 2, "degraded": 1, "unHealthy": 1, "unHealthyInboxes": ["tls"],
+                                       "degradedInboxes": ["skipped"]}
+    assert "CERTIFICATE" not in json.dumps(report)  # the reasons stay behind getStatus and the log
+    got = samples(ops.get("/metrics")[1])
+    assert {h: got[("imap_mailboxes_health", (("health", h),))] for h in ("healthy", "degraded", "unHealthy")} == {
+        "healthy": 2, "degraded": 1, "unHealthy": 1}
 
 
 def reconnects() -> float:

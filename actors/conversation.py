@@ -54,9 +54,6 @@ class Conversations:
         self._erxes = erxes
         self._finished = finished  # told for each mail that leaves the pipeline
 
-    def ingest(self, job: Incoming, customer_id: str) -> None:
-        self.ingest_batch([(job, customer_id)])
-
     def ingest_batch(self, items: list[Item]) -> None:
         """Store the mails in their conversations. Never raises: each outcome goes to its mailbox."""
         groups = grouped(items, lambda item: (item[0].subdomain, item[0].inbox_id))
@@ -122,7 +119,9 @@ class Conversations:
         inbox_id = items[0][0].inbox_id
         ids = [_message_id(job) for job, _ in items]
         known = self._storage.find_messages(inbox_id, ids)
-        intents = self._storage.find_intents(inbox_id, ids)
+        # the intents of stored messages tell which still wait for their announcement; those of the others come
+        # back from record_intents (the earlier one of a duplicate), so a batch of new mail asks for none
+        intents = self._storage.find_intents(inbox_id, list(known)) if known else {}
         for message_id, doc in list(known.items()):
             if doc.get("ingestState") in (PENDING, STORED):  # written by a version before intents
                 intents[message_id] = self._storage.adopt_legacy_message(doc)

@@ -34,26 +34,31 @@ class Customers:
         self._stripes = stripes or Stripes()
         self._finished = finished  # told for each mail that leaves the pipeline here
 
-    def resolve(self, job: Incoming) -> None:
-        self.resolve_batch([job])
-
     def resolve_batch(self, jobs: list[Incoming]) -> None:
-        """Find or create the senders' customers, then pass the mails on. Never raises: failures go to the
+        """Find or create the senders' customers, pass the mails on, then remember the new customers (after the
+        hand-over, so a new sender's mail does not wait for that write). Never raises: failures go to the
         mailboxes."""
         passed: list[tuple[Incoming, str]] = []
+        new: list[tuple[str, str, str, tuple[str, str, str, str]]] = []  # (subdomain, inbox, email, save's args)
         for (subdomain, inbox_id), group in grouped(jobs, lambda j: (j.subdomain, j.inbox_id)).items():
             with bind(inbox_id, subdomain), bound(subdomain):
-                passed += self._resolve_group(group)
-        if not passed:
-            return
-        try:
-            self._conversations.put_many(passed)
-        except pykka.ActorDeadError:
-            for job, _ in passed:
-                self._answer(job, "mail_failed", "conversation service is stopped")
+                passed += self._resolve_group(group, new)
+        if passed:
+            try:
+                self._conversations.put_many(passed)
+            except pykka.ActorDeadError:
+                for job, _ in passed:
+                    self._answer(job, "mail_failed", "conversation service is stopped")
+        for subdomain, inbox_id, email, args in new:
+            with bind(inbox_id, subdomain), bound(subdomain):
+                try:
+                    self._storage.save_customer(*args)
+                except Exception as exc:  # noqa: BLE001 - the sender's next mail finds the customer in erxes again
+                    logger.warning("Cannot remember customer %s of %s: %s", args[2], inbox_id, exc)
 
-    def _resolve_group(self, jobs: list[Incoming]) -> list[tuple[Incoming, str]]:
+    def _resolve_group(self, jobs: list[Incoming], new: list[Any]) -> list[tuple[Incoming, str]]:
         known: dict[str, str] = {}
+        saves = self._stripes.saves  # before the lookup: a lane's save after it makes the second lookup worth it
         try:
             found = self._storage.find_customers(jobs[0].inbox_id, [j.mail.sender for j in jobs])  # type: ignore
             known = {email: doc["contactsId"] for email, doc in found.items()}
@@ -66,7 +71,8 @@ class Customers:
                 continue
             sender = job.mail.sender  # type: ignore[attr-defined]
             try:
-                customer_id = known.get(sender) or self.customer_id(job.subdomain, job.inbox_id, job.mail)
+                customer_id = known.get(sender) or self.customer_id(job.subdomain, job.inbox_id, job.mail,
+                                                                    since=saves, new=new)
             except MailRejected as exc:
                 logger.warning("Mail %s UID %d (%s) rejected: %s", job.inbox_id, job.uid, job.folder, exc)
                 self._answer(job, "mail_rejected", str(exc))
@@ -83,24 +89,36 @@ class Customers:
         self._finished(job)
         answer(job.mailbox, method, job.folder, job.uid, *args)
 
-    def customer_id(self, subdomain: str, inbox_id: str, mail: Any) -> str:
+    def customer_id(self, subdomain: str, inbox_id: str, mail: Any, *, since: int | None = None,
+                    new: list[Any] | None = None) -> str:
+        """The customer id of ``mail``'s sender: stored, else found or created in erxes (contacts). ``since``: the
+        lanes' save count at the caller's own stored lookup; when no lane saved a customer since, the stored
+        lookup is not repeated (erxes's ``findOne`` comes next anyway, so a miss only costs a call). ``new``: a
+        created or found customer is added there for the caller to save once the mail is passed on (else saved
+        at once)."""
         email = mail.sender
         if not email:
             raise MailRejected("the mail has no usable sender address")
         with self._stripes.lock((inbox_id, email)):  # another lane may be creating the same new customer
-            known = self._storage.find_customer(inbox_id, email)
-            if known:
-                return known["contactsId"]
-            return self._create(subdomain, inbox_id, email, mail)
+            if since is None or self._stripes.saves != since:
+                known = self._storage.find_customer(inbox_id, email)
+                if known:
+                    return str(known["contactsId"])
+            return self._create(subdomain, inbox_id, email, mail, new)
 
-    def _create(self, subdomain: str, inbox_id: str, email: str, mail: Any) -> str:
+    def _create(self, subdomain: str, inbox_id: str, email: str, mail: Any, new: list[Any] | None) -> str:
         found = self._erxes.find_customer(subdomain, email)
         name = next((a.get("name", "") for a in mail.from_ if a.get("address", "").lower() == email), "")
         first, _, last = name.partition(" ")
         if found is None:
             found = self._erxes.create_customer(subdomain, inbox_id, email, first, last)
             logger.debug("Created customer %s for %s", found["_id"], email)
-        return self._storage.save_customer(inbox_id, email, str(found["_id"]), first, last)["contactsId"]
+        args = (inbox_id, email, str(found["_id"]), first, last)
+        self._stripes.saved()
+        if new is None:
+            return str(self._storage.save_customer(*args)["contactsId"])
+        new.append((subdomain, inbox_id, email, args))
+        return args[2]
 
 
 class CustomerActor(pykka.ThreadingActor, Customers):

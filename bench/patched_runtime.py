@@ -121,7 +121,7 @@ def _switch_interval() -> None:
 
 
 TRACED = {  # module: {class (or "" for module functions): [function names]}: the steps of one mail
-    "runtime.idle": {"IdleClient": ["idle", "idle_check", "idle_done", "search", "fetch", "select_folder"]},
+    "runtime.idle": {"IdleClient": ["idle", "idle_check", "idle_done", "search", "fetch", "sizes_from", "select_folder"]},
     "runtime.mailbox": {"Mailbox": ["tick", "_sync_one_batch", "_idle_slice", "_save_cursor", "mail_done"],
                         "": ["parse_mail"]},
     "runtime.storage": {"Storage": ["find_customers", "find_customer", "save_customer", "find_messages",

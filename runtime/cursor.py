@@ -21,6 +21,7 @@ class FolderProgress:
     uidnext: int = 1  # as the server last said on SELECT
     initial: bool = False  # no cursor yet: import the last few days
     need_sync: bool = True
+    caught_up: bool = False  # the last search found everything new (so the next one finds only what came since)
     pending: deque[int] = field(default_factory=deque)
     done: set[int] = field(default_factory=set)
     attempts: dict[int, int] = field(default_factory=dict)
@@ -64,6 +65,7 @@ class FolderProgress:
         self.pending.clear()
         self.done.clear()
         self.need_sync = True
+        self.caught_up = False
 
 
 @dataclass(frozen=True)

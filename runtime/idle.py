@@ -27,6 +27,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.imapclient import _parse_untagged_response
+from imapclient.response_parser import parse_fetch_response
 
 __all__ = ["IdleClient", "idle_responses", "tune_socket"]
 
@@ -43,6 +44,18 @@ class IdleClient(IMAPClient):
 
     def idle_check(self, timeout: float | None = None) -> list[tuple[Any, ...]]:
         return idle_responses(self, 3600.0 if timeout is None else timeout)
+
+    def sizes_from(self, low: int) -> dict[int, int]:
+        """``RFC822.SIZE`` of every mail from UID ``low`` on, by UID, in one ``UID FETCH low:*`` (which also names
+        the folder's last mail when none is past ``low``: the caller filters). imapclient's ``fetch`` keeps only
+        the UIDs it was given, so a range is sent here directly; unsolicited FETCH answers (flag changes) carry no
+        size and are left out."""
+        tag = self._imap._command("UID", "FETCH", f"{int(low)}:*", "(RFC822.SIZE)")
+        typ, data = self._imap._command_complete("FETCH", tag)
+        self._checkok("fetch", typ, data)
+        typ, data = self._imap._untagged_response(typ, data, "FETCH")
+        response = parse_fetch_response(data, self.normalise_times, self.use_uid)
+        return {int(uid): int(item[b"RFC822.SIZE"]) for uid, item in response.items() if b"RFC822.SIZE" in item}
 
     def announced(self) -> bool:
         """Whether an ``EXISTS`` or ``RECENT`` came with the response to an earlier command, and forget it. A mail

@@ -152,9 +152,19 @@ class Stripes:
 
     def __init__(self, n: int = 64) -> None:
         self._locks = [threading.Lock() for _ in range(n)]
+        self._saves = 0  # how many times a lane noted a save (see :meth:`saved`)
 
     def lock(self, key: Any) -> threading.Lock:
         return self._locks[hash(key) % len(self._locks)]
+
+    def saved(self) -> None:
+        """A lane created and is saving something the others may look for (a new customer)."""
+        self._saves += 1  # one bytecode under the GIL; a lost race only costs a lookup
+
+    @property
+    def saves(self) -> int:
+        """Saves noted so far: unchanged since a lookup means no lane of this process added anything since."""
+        return self._saves
 
 
 def grouped(items: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, list[Any]]:

@@ -149,7 +149,7 @@ def test_check_prints_one_line_per_item_and_fails_on_a_refused_login(
     assert result.returncode == 1, result.stdout + result.stderr
     assert lines[0] == "ok    configuration: valid"
     assert [line.split(":")[0] for line in lines[1:4]] == [
-        f"ok    MongoDB at 127.0.0.1", "ok    RabbitMQ at 127.0.0.1", "ok    Redis at 127.0.0.1"]
+        "ok    MongoDB at 127.0.0.1", "ok    RabbitMQ at 127.0.0.1", "ok    Redis at 127.0.0.1"]
     assert [line for line in lines if line.startswith("ok    mailbox inbox-good") and "accepted" in line]
     assert [line for line in lines if line.startswith("FAIL  mailbox inbox-bad") and "refused the login" in line]
     assert len(lines) == 6 and result.stderr == ""

@@ -69,6 +69,7 @@ class MemoryStorage:
         return {e: self.customers[e] for e in emails if e in self.customers}
 
     def find_customer(self, inbox_id: str, email: str) -> dict[str, Any] | None:
+        self.calls.append("find_customer")
         return self.customers.get(email)
 
     def save_customer(self, inbox_id: str, email: str, contacts_id: str, first: str = "", last: str = "") -> Any:
@@ -101,8 +102,8 @@ class RecordingErxes:
     def message_inserted(self, subdomain: str, *, message_id: str, content: str, conversation_id: str) -> None:
         self.inserted.append(message_id)
 
-    def find_customer(self, subdomain: str, email: str) -> None:
-        return None
+    def find_customer(self, subdomain: str, email: str) -> dict[str, Any] | None:
+        return {"_id": f"customer-{email}"} if email in self.created else None  # as contacts finds what it made
 
     def create_customer(self, subdomain: str, inbox_id: str, email: str, *_: Any) -> dict[str, Any]:
         self.created.append(email)
@@ -149,8 +150,9 @@ def test_a_batch_is_written_together_and_a_reply_lands_in_its_parents_conversati
              (job(3, answers, message_id="<c@x>"), "c1")]
     Conversations(storage=storage, erxes=erxes).ingest_batch(batch)
     assert answers.done == [1, 2, 3] and answers.failed == []
-    assert storage.calls == ["find_messages", "find_intents", "thread_candidates", "record_intents", "store_messages",
-                             "clear_intents", "clear_intents", "clear_intents"]  # each right after its announcement
+    # no intents asked for (no message of the batch is stored); each deleted right after its announcement
+    assert storage.calls == ["find_messages", "thread_candidates", "record_intents", "store_messages",
+                             "clear_intents", "clear_intents", "clear_intents"]
     conv = {m: d["inboxConversationId"] for m, d in storage.messages.items()}
     assert conv["<b@x>"] == conv["<a@x>"] != conv["<c@x>"]
     assert erxes.receive == [("<a@x>", None), ("<b@x>", conv["<a@x>"]), ("<c@x>", None)]
@@ -228,10 +230,41 @@ def test_customers_of_a_batch_are_looked_up_once_and_a_new_sender_created_once(s
     Customers(storage=storage, erxes=erxes, conversations=sink).resolve_batch(
         [job(1, answers, sender="known@example.com"), job(2, answers, sender="New <new@example.com>"),
          job(3, answers, sender="new@example.com")])
-    assert storage.calls == ["find_customers"]
+    assert storage.calls == ["find_customers"]  # no second stored lookup: no lane saved a customer meanwhile
     assert erxes.created == ["new@example.com"]
     assert [(j.uid, c) for j, c in passed] == [(1, "k"), (2, "customer-new@example.com"),
                                                (3, "customer-new@example.com")]
+    assert storage.customers["new@example.com"]["contactsId"] == "customer-new@example.com"  # remembered
+
+
+def test_a_new_customer_is_saved_after_its_mail_is_passed_on_and_looked_up_again_after_another_save(storage):
+    """A new sender's mail goes to the conversation stage before the customer's save (one write fewer on the way
+    to stored); the stored lookup under the lock is repeated only when a lane saved a customer since the batch's
+    own lookup."""
+    erxes, answers = RecordingErxes(storage), Answers()
+    saved_when_passed: list[bool] = []
+    sink = type("Sink", (), {"put_many": lambda self, items: saved_when_passed.append(
+        "a@example.com" in storage.customers)})()
+    customers = Customers(storage=storage, erxes=erxes, conversations=sink)
+    customers.resolve_batch([job(1, answers, sender="a@example.com")])
+    assert saved_when_passed == [False] and "a@example.com" in storage.customers
+    assert storage.calls == ["find_customers"]
+    storage.calls.clear()
+    # a batch whose lookup ran before another lane saved: the stored lookup under the lock is done again
+    lookup = storage.find_customers
+
+    def lookup_then_another_lane_saves(inbox_id: str, emails: list[str]) -> dict[str, Any]:
+        found = lookup(inbox_id, emails)
+        storage.customers["b@example.com"] = {"email": "b@example.com", "contactsId": "from-another-lane"}
+        customers._stripes.saved()
+        return found
+
+    storage.find_customers = lookup_then_another_lane_saves  # type: ignore[method-assign]
+    passed: list[Any] = []
+    customers._conversations = type("Sink", (), {"put_many": lambda self, items: passed.extend(items)})()
+    customers.resolve_batch([job(2, answers, sender="b@example.com")])
+    assert storage.calls == ["find_customers", "find_customer"]
+    assert [c for _, c in passed] == ["from-another-lane"] and "b@example.com" not in erxes.created
 
 
 def test_the_router_keeps_a_thread_in_order_across_lanes_and_drains(storage):

@@ -40,6 +40,11 @@ class FakeImap:
         found = [u for u in sorted(self.mails) if u >= low]
         return found or ([max(self.mails)] if self.mails else [])  # IMAP's n:* quirk
 
+    def sizes_from(self, low: int) -> dict[int, int]:  # UID FETCH low:* (RFC822.SIZE), with IMAP's n:* quirk
+        self.searches.append(["FETCH", f"{low}:*"])
+        uids = [u for u in sorted(self.mails) if u >= low] or ([max(self.mails)] if self.mails else [])
+        return {u: len(self.mails[u]) for u in uids}
+
     def fetch(self, uids: list[int], items: list[bytes]) -> dict[int, dict[bytes, Any]]:
         if items == [b"RFC822.SIZE"]:
             return {u: {b"RFC822.SIZE": len(self.mails[u])} for u in uids if u in self.mails}
@@ -152,6 +157,8 @@ def test_new_mail_announced_in_idle_is_fetched_from_the_cursor():
     box.tick()  # EXISTS
     box.tick()  # sync
     assert [j.uid for j in pipeline.jobs] == [2] and not imap.idling
+    # after a reconnect a search; once caught up, the sizes of what came since at once (no UID SEARCH first)
+    assert imap.searches == [["UID", "2:*"], ["FETCH", "2:*"]]
 
 
 def test_a_mail_announced_with_the_last_search_is_fetched_before_idle():

@@ -203,9 +203,9 @@ def test_hostile_html_runs_no_script_in_the_console(page, console, mailserver):
         inbox_id = page.current_url.split("/console/mailboxes/")[1].split("?")[0]
         wait_for(lambda: (console.storage.get_integration(inbox_id) or {}).get("state") == "idle", timeout=10,
                  message="the mailbox to IDLE")
-        evil = f"<img src=x onerror=\"top.pwned='subject'\"><script>top.pwned='subject'</script>"
+        evil = "<img src=x onerror=\"top.pwned='subject'\"><script>top.pwned='subject'</script>"
         mailserver.append(staff, staff_pw, html_mail(
-            to=f"{staff}@localhost", sender=f"\"<script>top.pwned='name'</script>\" <evil@localhost>",
+            to=f"{staff}@localhost", sender="\"<script>top.pwned='name'</script>\" <evil@localhost>",
             subject=evil, html=HOSTILE.format(port=listener.port)))
         stored = wait_for(lambda: console.storage.messages.find_one({"inboxIntegrationId": inbox_id,
                                                                        "ingestState": "done"}),

@@ -125,3 +125,25 @@ def test_the_connection_neither_holds_commands_nor_delays_its_acks(tls, mailserv
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK), "delayed ACKs after a command"
     finally:
         client.logout()
+
+
+@both_servers
+def test_sizes_from_a_uid_in_one_fetch_with_imaps_last_mail_quirk(mailserver):
+    """Once a folder is caught up, the mailbox asks the sizes of what came since in one ``UID FETCH n:*`` instead of
+    a ``UID SEARCH`` and a FETCH (a round trip fewer for every new mail, issue 14 finding 5). ``n:*`` names the last
+    mail when none is past ``n``; the caller filters by UID."""
+    user, password = mailserver.add_user()
+    mails = [make_mail(to=f"{user}@localhost", subject=f"m{i}", body="x" * (100 * i)) for i in range(3)]
+    for raw in mails:
+        mailserver.append(user, password, raw)
+    client = connect(settings(mailserver, user, password, tls=False))
+    try:
+        client.select_folder("INBOX")
+        uids = sorted(client.search(["ALL"]))
+        expected = {uid: size[b"RFC822.SIZE"] for uid, size in client.fetch(uids, [b"RFC822.SIZE"]).items()}
+        assert len(uids) == 3 and len(set(expected.values())) == 3
+        assert client.sizes_from(uids[0]) == expected
+        assert client.sizes_from(uids[1]) == {u: expected[u] for u in uids[1:]}
+        assert client.sizes_from(uids[-1] + 1) == {uids[-1]: expected[uids[-1]]}  # the quirk: the last one
+    finally:
+        client.logout()

@@ -19,6 +19,7 @@ even when the machine is busy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import threading
@@ -50,6 +51,7 @@ from bench.common import (
     write_result,
 )
 from bench.corpus import realistic_mix
+from bench.erxes import SeparateErxes
 
 TARGET_P50_RATIO = 1.3
 TARGET_P99_RATIO = 2.0
@@ -121,7 +123,8 @@ class MessageEvents:
 
 
 def measure(run: Run, runtime: RuntimeProcess, user: str, password: str, *, mails: int, pause: float,
-            seed: int = 7, timeout: float = 60.0, probe: IdleProbe | None = None) -> dict[str, Any]:
+            seed: int = 7, timeout: float = 60.0, probe: IdleProbe | None = None,
+            erxes: SeparateErxes | None = None) -> dict[str, Any]:
     """Append ``mails`` mails one at a time to ``user``'s INBOX, whose integration is IDLE in ``runtime``.
     ``probe``: a bare IDLE client already logged in as ``user`` (not yet IDLE-ing); by default one is made."""
     services = run.services
@@ -137,7 +140,7 @@ def measure(run: Run, runtime: RuntimeProcess, user: str, password: str, *, mail
     appended: dict[str, float] = {}
     missing: list[str] = []
     time.sleep(1.0)  # let the probe's IDLE settle
-    meter = CpuMeter(server_meters(services, runtime)).start()
+    meter = CpuMeter({**server_meters(services, runtime), **(erxes.meters() if erxes else {})}).start()
     log(f"latency: appending {mails} mails one at a time to {user}")
     for i, mail in enumerate(corpus):
         appender.append("INBOX", mail.raw)
@@ -164,7 +167,8 @@ def measure(run: Run, runtime: RuntimeProcess, user: str, password: str, *, mail
     appender.logout()
     docs = {d["messageId"]: d for d in run.db.imap_messages.find(
         {"messageId": {"$in": list(appended)}}, {"messageId": 1, "receivedAt": 1})}
-    notes = {n["messageId"]: n["receivedAt"] for n in run.db.standalone_message_notifications.find(
+    erxes_db = erxes.db if erxes is not None else run.db
+    notes = {n["messageId"]: n["receivedAt"] for n in erxes_db.standalone_message_notifications.find(
         {"messageId": {"$in": [str(d["_id"]) for d in docs.values()]}}, {"messageId": 1, "receivedAt": 1})}
     per_mail = []
     for i, mail in enumerate(corpus):
@@ -205,11 +209,14 @@ def verdict(out: dict[str, Any]) -> dict[str, Any]:
                           "met": bool(worst99 <= TARGET_P99_RATIO) and out["missing"] == 0}}
 
 
-def start_idle_runtime(run: Run, name: str, user: str, password: str,
-                       trace: str | None = None) -> tuple[RuntimeProcess, Caller]:
-    """``trace``: a file for bench.patched_runtime's ``trace`` probe (the time line of every step of a mail)."""
-    runtime = RuntimeProcess(run, name) if trace is None else RuntimeProcess(
-        run, name, extra_env={"BENCH_PATCHES": "trace", "BENCH_TRACE_FILE": trace}, module="bench.patched_runtime")
+def start_idle_runtime(run: Run, name: str, user: str, password: str, trace: str | None = None,
+                       erxes: SeparateErxes | None = None) -> tuple[RuntimeProcess, Caller]:
+    """``trace``: a file for bench.patched_runtime's ``trace`` probe (the time line of every step of a mail).
+    ``erxes``: erxes in processes of its own (the runtime with STANDALONE=false), as production has it."""
+    env = erxes.runtime_env() if erxes is not None else {}
+    runtime = RuntimeProcess(run, name, env) if trace is None else RuntimeProcess(
+        run, name, extra_env={**env, "BENCH_PATCHES": "trace", "BENCH_TRACE_FILE": trace},
+        module="bench.patched_runtime")
     runtime.start()
     caller = Caller(run.services["RABBITMQ_HOST"], run.prefix)
     caller.create_integration("inbox-bench", imap_details(run.services, user, password))
@@ -230,20 +237,26 @@ def main() -> None:
                                            "$IMAP_RUNTIME_SERVICES_ENV, else the bench profile's servers)")
     parser.add_argument("--trace", help="EXPERIMENT: run bench.patched_runtime with its trace probe, writing the "
                                         "time line of every step to this file (then: python -m bench.trace FILE)")
+    parser.add_argument("--erxes", choices=("in-process", "separate"), default="in-process",
+                        help="where the erxes emulation runs: in the runtime (standalone, the default) or, as in "
+                             "production, in a process and a database of its own (bench/erxes.py)")
     args = parser.parse_args()
     env_file = args.services or os.environ.get("IMAP_RUNTIME_SERVICES_ENV")
     services = on_server(read_env_file(Path(env_file)) if env_file else ensure_services(), args.server)
     machine = machine_info()
     run = Run(services, "lat")
     (user, password), = add_users(services, 1, prefix="lat")
-    runtime, caller = start_idle_runtime(run, "latency", user, password, trace=args.trace)
-    try:
-        result = measure(run, runtime, user, password, mails=args.mails, pause=args.pause)
-        result["runtime_status"] = runtime.status()
-    finally:
-        caller.close()
-        code = runtime.terminate()
-        run.cleanup(keep=args.keep)
+    with contextlib.ExitStack() as stack:
+        erxes = stack.enter_context(SeparateErxes(run)) if args.erxes == "separate" else None
+        runtime, caller = start_idle_runtime(run, "latency", user, password, trace=args.trace, erxes=erxes)
+        try:
+            result = measure(run, runtime, user, password, mails=args.mails, pause=args.pause, erxes=erxes)
+            result["runtime_status"] = runtime.status()
+            result["erxes"] = args.erxes
+        finally:
+            caller.close()
+            code = runtime.terminate()
+            run.cleanup(keep=args.keep)
     log(f"runtime exited with {code}; log: {runtime.log_path}")
     data = {"benchmark": "latency", "server": args.server, "command": command_line(), "machine": machine, **result}
     write_result(args.out, round_floats(data))

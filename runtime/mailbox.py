@@ -479,7 +479,8 @@ class Mailbox:
 
     def _bytes_in_flight(self) -> int:
         """Bytes of the fetched mails the pipeline has not answered for (forgetting ones a reset gave up on)."""
-        for key in [k for k in self._held if k[1] not in self._folders[k[0]].pending]:
+        pending = {name: set(fp.pending) for name, fp in self._folders.items()}  # a deque's `in` is a scan
+        for key in [k for k in self._held if k[1] not in pending[k[0]]]:
             del self._held[key]
         return sum(self._held.values())
 

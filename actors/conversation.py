@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import bson
 import pykka
 from bson import ObjectId
 
@@ -36,6 +37,8 @@ from runtime.storage import DONE, PENDING, STORED, utcnow
 __all__ = ["Conversations", "ConversationActor"]
 
 logger = logging.getLogger(__name__)
+
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB's limit on one document
 
 Item = tuple[Incoming, str]  # a mail and its customer id
 
@@ -81,7 +84,9 @@ class Conversations:
         except Exception as exc:  # noqa: BLE001 - reported to the mailboxes, which retry
             self._fail([job for job, _ in mine], exc)
             return
-        called, unannounced, done = self._call_inbox(entries)
+        called, unannounced, done, oversized = self._call_inbox(entries)
+        if oversized:  # before any call: inbox must not get a conversation whose message cannot be stored
+            self._set_aside_too_large(oversized)
         if called:
             try:
                 stored = self._storage.store_messages([self._message(entry, conversation)
@@ -143,13 +148,15 @@ class Conversations:
         return [Entry(job, known.get(_message_id(job)), intents.get(_message_id(job)),
                       threads.get(_message_id(job))) for job, _ in items]
 
-    def _call_inbox(self, entries: list[Entry]) -> tuple[list[tuple[Entry, str]], list[Entry], list[Incoming]]:
+    def _call_inbox(self, entries: list[Entry]) -> tuple[list[tuple[Entry, str]], list[Entry], list[Incoming],
+                                                         list[Entry]]:
         """Create or update the conversation of each mail not stored yet, in order; returns (called now with their
-        conversations, stored but not announced, done before)."""
+        conversations, stored but not announced, done before, too large to store: not called for)."""
         threads = ThreadMap()
         called: list[tuple[Entry, str]] = []
         unannounced: list[Entry] = []
         done: list[Incoming] = []
+        oversized: list[Entry] = []
         for n, entry in enumerate(entries):
             job, intent = entry.job, entry.intent
             if entry.message is not None:
@@ -160,6 +167,9 @@ class Conversations:
                     done.append(job)
             elif intent is None:  # its intent vanished meanwhile (another node finished the mail): look again
                 self._fail([job], StorageError("the mail's intent vanished while it was recorded"))
+                continue
+            elif self._too_large(entry):
+                oversized.append(entry)
                 continue
             else:
                 # a reply to a mail of this batch: the parent's conversation, called for just before
@@ -178,7 +188,16 @@ class Conversations:
                 called.append((entry, conversation_id))
             if conversation_id:
                 threads.add(job.mail, conversation_id)
-        return called, unannounced, done
+        return called, unannounced, done, oversized
+
+    def _too_large(self, entry: Entry) -> bool:
+        """Whether the mail's message document is over MongoDB's 16 MiB, known before inbox is called: only a
+        document whose strings alone come near it is encoded to tell (a few in a million)."""
+        mail: Any = entry.job.mail
+        rough = len(mail.html) * 4 + sum(len(r) for r in mail.references) + 300 * len(mail.attachments)
+        if rough < MAX_DOCUMENT_BYTES // 2:
+            return False
+        return len(bson.encode(self._message(entry, "0" * 24))) > MAX_DOCUMENT_BYTES
 
     def _announce(self, pending: list[Entry]) -> list[Exception | None]:
         """Publish ``conversationClientMessageInserted`` for each, one after another, and delete each one's intent

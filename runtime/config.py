@@ -88,7 +88,13 @@ DEFAULTS: dict[str, Any] = {
     "console_ops_view": False,
     "console_trust_proxy": False,
     # -- integration kinds (runtime/kinds.py): the enabled ones, by name
-    "kinds": "imap",
+    "kinds": "imap,api",
+    # -- the api kind (kinds/api): staff replies to callback URLs, retried with capped exponential backoff
+    "api_retry_base_seconds": 1.0,
+    "api_retry_max_seconds": 300.0,
+    "api_retry_for_seconds": 86400.0,
+    "api_delivery_timeout_seconds": 10.0,
+    "api_delivery_poll_seconds": 1.0,
 }
 
 # Environment variable -> Config field. erxes's names first, then ours.
@@ -133,6 +139,11 @@ ENV_SETTINGS: dict[str, str] = {
     "CONSOLE_OPS_VIEW": "console_ops_view",
     "CONSOLE_TRUST_PROXY": "console_trust_proxy",
     "KINDS": "kinds",
+    "API_RETRY_BASE_SECONDS": "api_retry_base_seconds",
+    "API_RETRY_MAX_SECONDS": "api_retry_max_seconds",
+    "API_RETRY_FOR_SECONDS": "api_retry_for_seconds",
+    "API_DELIVERY_TIMEOUT_SECONDS": "api_delivery_timeout_seconds",
+    "API_DELIVERY_POLL_SECONDS": "api_delivery_poll_seconds",
 }
 
 # What ``private`` means in RPC_ALLOWED_NETWORKS: loopback and the private ranges (RFC 1918, IPv6 unique local),
@@ -215,7 +226,14 @@ class Config:
     console_password: str = field(default="", repr=False)
     console_ops_view: bool = False  # with STANDALONE=false: serve the read-only ops view (mailboxes, health)
     console_trust_proxy: bool = False  # behind a TLS-terminating proxy: X-Forwarded-Proto=https marks cookies Secure
-    kinds: tuple[str, ...] = ("imap",)  # the enabled integration kinds (runtime/kinds.py), in start-up order
+    kinds: tuple[str, ...] = ("imap", "api")  # the enabled integration kinds (runtime/kinds.py), in start-up order
+    # the api kind's deliveries (kinds/api/delivery.py): first retry after base, doubling up to max (jittered to
+    # 50-100 %), given up retry_for after the first try; one POST within timeout; the outbox read every poll
+    api_retry_base_seconds: float = 1.0
+    api_retry_max_seconds: float = 300.0
+    api_retry_for_seconds: float = 86400.0
+    api_delivery_timeout_seconds: float = 10.0
+    api_delivery_poll_seconds: float = 1.0
 
     @property
     def rpc_timeout(self) -> float:
@@ -540,6 +558,11 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "console_ops_view": _parse_bool,
     "console_trust_proxy": _parse_bool,
     "kinds": lambda setting, raw: _kind_names(setting, raw),
+    "api_retry_base_seconds": _number(float, 0.01, 3600),
+    "api_retry_max_seconds": _number(float, 0.01, 86400),
+    "api_retry_for_seconds": _number(float, 1, 30 * 86400),
+    "api_delivery_timeout_seconds": _number(float, 0.1, 600),
+    "api_delivery_poll_seconds": _number(float, 0.05, 60),
 }
 
 

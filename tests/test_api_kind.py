@@ -232,13 +232,19 @@ def test_http_rpc_and_the_registration_of_service_api(erxes: Erxes, rt: Runtime,
     erxes.create("api-5")
     body = json.dumps({"subdomain": "os", "data": {"integrationId": "api-5"}}).encode()
     assert erxes.post("/api/rpc/getStatus", body) == (200, {"status": "success", "data": {"status": "healthy"}})
+    assert erxes.post("/rpc/api:getStatus", body)[1]["data"] == {"status": "healthy"}
+    status, answer = erxes.post("/graphql", json.dumps({"query": "{ _service { sdl } }"}).encode())
+    sdl = answer["data"]["_service"]["sdl"]  # one subgraph of every kind's fields
+    assert status == 200 and "apiSendMessage(conversationId: String!, content: String!): JSON" in sdl
+    assert "apiConversationDetail(conversationId: String!): [ApiMessage]" in sdl and "imapSendMail(" in sdl
     client = redis.Redis(host=services["REDIS_HOST"], port=int(services["REDIS_PORT"]))
     try:
         wait_for(lambda: client.sismember("service:queuenames:api", f"createIntegration{prefix}"), timeout=5)
         config = json.loads(client.get("service:config:api"))
         assert config["meta"]["inboxIntegrations"] == [{"kind": "api", "label": "API"}]
         assert client.sismember("service:queuenames:api", f"api_to_integrations{prefix}")
-        assert not client.sismember("service:queuenames:imap", f"getStatus{prefix}".replace("getStatus", "x"))
+        assert client.get("service:api").decode().endswith("/api")  # its HTTP RPC address: /api/rpc/<procedure>
+        assert not client.sismember("service:queuenames:api", f"imapMessage.create{prefix}")  # each kind its own
         for action in ("createIntegration", "updateIntegration", "removeIntegrations", "getStatus"):
             client.srem("service:queuenames:api", f"{action}{prefix}")
         client.srem("service:queuenames:api", f"api_to_integrations{prefix}")

@@ -52,9 +52,9 @@ class Erxes:
                                          headers={"Content-Type": "application/json", **(headers or {})})
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
-                return answer.status, json.loads(answer.read() or b"null")
+                return answer.status, _json(answer.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+            return exc.code, _json(exc.read())
 
     def receive(self, inbox_id: str, doc: dict[str, Any], secret: str = SECRET) -> tuple[int, Any]:
         body = json.dumps(doc).encode()
@@ -77,6 +77,14 @@ class Erxes:
 
     def close(self) -> None:
         self.broker.stop()
+
+
+def _json(raw: bytes) -> Any:
+    """A JSON answer, or the raw bytes of another (tornado's HTML 404 page)."""
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return raw
 
 
 class Callback:
@@ -344,3 +352,19 @@ def test_removing_an_integration_drops_its_pending_deliveries(erxes: Erxes, db: 
     assert db.api_outbox.count_documents({}) == 0 and db.api_integrations.count_documents({}) == 0
     assert erxes.receive("api-9", message("m-2"))[0] == 404
     assert erxes.call("getStatus", {"integrationId": "api-9"}) == {"status": "healthy"}
+
+
+def test_the_api_kind_runs_alone(services: dict[str, str], mongo_url: str, prefix: str, amqp_url: str,
+                                 db: Any) -> None:
+    runtime = start(services, mongo_url, prefix, kinds=("api",))
+    client = Erxes(amqp_url, prefix, runtime.web_port)
+    try:
+        client.create("api-10")
+        assert client.receive("api-10", message("m-1"))[0] == 200
+        body = json.dumps({"subdomain": "os", "data": {"integrationId": "x"}}).encode()
+        assert client.post("/rpc/getStatus", body)[1]["status"] == "error"  # no imap procedures: imap is off
+        assert client.post("/receive?integrationId=x", b"")[0] == 404  # nor the imap routes
+        assert sorted(runtime.kinds.kinds) == ["api"]
+    finally:
+        client.close()
+        runtime.stop()

@@ -5,6 +5,11 @@ restarts a crashed one (pykka actors cannot restart) with capped exponential bac
 reset after a healthy run. Children tell ``child_failed`` from ``on_failure``; the generation number makes late
 messages from a replaced child harmless.
 
+Kinds (:mod:`runtime.kinds`): ``listeners`` maps each kind to its listener factory and the source of its
+integrations; an integration is started with the listener of the kind whose source holds it. Without ``listeners``
+the one kind is ``imap``: ``mailbox_factory`` over ``storage``. The mapping may be filled (by the kinds' setup) after
+the actor starts and before ``start_all``.
+
 Ownership (``_should_listen``) is a lease per integration (:mod:`runtime.leases`): this process listens to an
 integration only while it holds the lease; with ``LEASES=off`` (:class:`~runtime.leases.SoleOwner`) it owns every
 one. ``rebalance`` (told every few seconds by the lease keeper) takes free leases up to the fair share, hands the
@@ -19,7 +24,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pykka
 import pymongo
@@ -48,11 +53,13 @@ class _Child:
     failures: int = 0
     timer: Any = None
     key: str = ""  # the lease key
+    kind: str = "imap"  # the integration's kind (runtime/kinds.py)
     version: Any = None  # the integration's updatedAt when started: another node's update changes it
 
 
 class Supervisor:
-    def __init__(self, *, storage: Any, mailbox_factory: Callable[..., pykka.ActorRef[Any]],
+    def __init__(self, *, storage: Any, mailbox_factory: Callable[..., pykka.ActorRef[Any]] | None = None,
+                 listeners: Mapping[str, Any] | None = None,
                  tenants: Callable[[], list[str]] = lambda: ["os"], max_delay: float = 30.0, stop_timeout: float = 5.0,
                  clock: Callable[[], float] = time.monotonic,
                  timer: Callable[..., Any] = threading.Timer, rng: random.Random | None = None,
@@ -62,7 +69,9 @@ class Supervisor:
         self._interrupt = interrupt  # cuts a mailbox's connection from outside (MailboxActor.interrupt)
         self._drain = drain  # returns once the pipeline finished the mail handed to it so far (bounded)
         self._storage = storage
-        self._factory = mailbox_factory
+        # kind -> an object with .factory and .integrations (runtime.kinds.Registry.listeners)
+        self._listeners: Mapping[str, Any] = listeners if listeners is not None else {
+            "imap": _Listener(mailbox_factory, storage)}
         self._tenants = tenants  # the subdomains to resume at start (one, "os", in single-tenant mode)
         self._max_delay = max_delay
         self._stop_timeout = stop_timeout
@@ -89,26 +98,37 @@ class Supervisor:
 
     def _start_tenant(self, subdomain: str) -> int:
         started = 0
-        for doc in self._storage.list_integrations():
-            if self._should_listen(doc, subdomain) and not self._alive((subdomain, doc["inboxId"])):
-                try:
-                    self._start(doc, subdomain)
-                except Exception as exc:  # noqa: BLE001 - one broken integration must not stop the others
-                    logger.error("Cannot start the mailbox of integration %s: %s", doc.get("inboxId"), exc)
-                    self._storage.log("error", f"cannot start: {exc}", inbox_id=doc.get("inboxId"))
-                    continue
-                started += 1
+        for kind, listener in list(self._listeners.items()):
+            for doc in listener.integrations.list_integrations():
+                if self._should_listen(doc, subdomain) and not self._alive((subdomain, doc["inboxId"])):
+                    try:
+                        self._start(doc, subdomain, kind=kind)
+                    except Exception as exc:  # noqa: BLE001 - one broken integration must not stop the others
+                        logger.error("Cannot start the %s listener of integration %s: %s", kind, doc.get("inboxId"),
+                                     exc)
+                        if kind == "imap":
+                            self._storage.log("error", f"cannot start: {exc}", inbox_id=doc.get("inboxId"))
+                        continue
+                    started += 1
         return started
+
+    def _find(self, inbox_id: str) -> tuple[str, dict[str, Any] | None]:
+        """The kind and stored document of ``inbox_id`` in the bound tenant (``("", None)`` when none has it)."""
+        for kind, listener in list(self._listeners.items()):
+            doc = listener.integrations.get_integration(inbox_id)
+            if doc is not None:
+                return kind, doc
+        return "", None
 
     def ensure_listening(self, inbox_id: str, subdomain: str = "os") -> bool:
         """Listen to ``inbox_id`` if not already; returns True when a mailbox was started."""
         with bound(subdomain):
-            doc = self._storage.get_integration(inbox_id)
+            kind, doc = self._find(inbox_id)
             if doc is None:
                 raise RequestError("Integration not found.")
             if self._alive((subdomain, inbox_id)) or not self._claim(doc, subdomain):
                 return False
-            self._start(doc, subdomain)
+            self._start(doc, subdomain, kind=kind)
             return True
 
     def restart(self, inbox_id: str, subdomain: str = "os", *, unless_current: bool = False) -> None:
@@ -116,7 +136,7 @@ class Supervisor:
         request saved the settings): leave a mailbox alone that already runs with exactly these (a rebalancing
         pass may have started it from the same save a moment ago)."""
         with bound(subdomain):
-            doc = self._storage.get_integration(inbox_id)
+            kind, doc = self._find(inbox_id)
             if doc is None:
                 raise RequestError("Integration not found.")
             child = self._children.get((subdomain, inbox_id))
@@ -127,7 +147,7 @@ class Supervisor:
             if child is not None:
                 self._stop_children([child])
             if self._claim(doc, subdomain):
-                self._start(doc, subdomain)
+                self._start(doc, subdomain, kind=kind)
 
     def stop_listening(self, inbox_id: str, subdomain: str = "os") -> bool:
         """Stop the mailbox (removal) and give its lease up."""
@@ -179,19 +199,20 @@ class Supervisor:
         for key in self._ownership.held():
             if key not in inventory:
                 continue
-            subdomain, inbox_id, version = inventory[key]
+            subdomain, inbox_id, version = inventory[key][:3]
             child = by_key.get(key)
             if child is not None and child.version == version:
                 continue
             try:
                 with bound(subdomain):
-                    doc = self._storage.get_integration(inbox_id)
+                    kind, doc = self._find(inbox_id)
                     if doc is None:
                         continue
                     if child is not None:
-                        logger.info("Integration %s changed on another node: restarting its mailbox", inbox_id)
+                        logger.info("Integration %s (%s) changed on another node: restarting its listener",
+                                    inbox_id, kind)
                         self._stop_children([self._children.pop((subdomain, inbox_id))])
-                    self._start(doc, subdomain)
+                    self._start(doc, subdomain, kind=kind)
             except Exception as exc:  # noqa: BLE001 - one broken integration must not stop the others
                 logger.error("Cannot start the mailbox of integration %s: %s", inbox_id, exc)
 
@@ -213,7 +234,8 @@ class Supervisor:
         child.failures += 1
         child.ref = None
         delay = min(self._max_delay, 0.5 * 2 ** (child.failures - 1)) * self._rng.uniform(0.5, 1.0)
-        logger.warning("Mailbox %s failed (%s); restarting in %.1f s", inbox_id, error, delay)
+        logger.warning("Listener of %s integration %s failed (%s); restarting in %.1f s", child.kind, inbox_id, error,
+                       delay)
         child.timer = self._timer(delay, self._restart_failed_later, args=(inbox_id, generation, subdomain))
         child.timer.daemon = True
         child.timer.start()
@@ -224,11 +246,11 @@ class Supervisor:
             return  # removed or replaced meanwhile
         try:
             with bound(subdomain):
-                doc = self._storage.get_integration(inbox_id)
+                kind, doc = self._find(inbox_id)
                 if doc is None or not self._should_listen(doc, subdomain):
                     self._children.pop((subdomain, inbox_id), None)
                     return
-                self._start(doc, subdomain, failures=child.failures)
+                self._start(doc, subdomain, failures=child.failures, kind=kind)
         except Exception as exc:  # noqa: BLE001 - e.g. MongoDB down: try again later, never give up silently
             self.child_failed(inbox_id, generation, f"restart failed: {exc}", subdomain)
 
@@ -256,8 +278,9 @@ class Supervisor:
         with pymongo.timeout(INVENTORY_TIMEOUT):
             for subdomain in self._tenants():
                 with bound(subdomain):
-                    for doc in self._storage.integrations.find({}, {"inboxId": 1, "updatedAt": 1}):
-                        found[self._key(doc, subdomain)] = (subdomain, doc["inboxId"], doc.get("updatedAt"))
+                    for listener in list(self._listeners.values()):
+                        for doc in _inventory_of(listener.integrations):
+                            found[self._key(doc, subdomain)] = (subdomain, doc["inboxId"], doc.get("updatedAt"))
         return found
 
     def _hand_over(self, keys: list[str], drain: bool = True) -> None:
@@ -278,16 +301,21 @@ class Supervisor:
         child = self._children.get(key)
         return child is not None and (child.ref is None or child.ref.is_alive())  # None: restart scheduled
 
-    def _start(self, doc: dict[str, Any], subdomain: str = "os", failures: int = 0) -> None:
+    def _start(self, doc: dict[str, Any], subdomain: str = "os", failures: int = 0, *, kind: str = "imap") -> None:
+        listener = self._listeners.get(kind)
+        if listener is None:
+            raise RequestError(f"no listener for integrations of kind {kind!r}")
         self._generation += 1
-        ref = self._factory(doc, supervisor=self._self, generation=self._generation, subdomain=subdomain)
+        ref = listener.factory(doc, supervisor=self._self, generation=self._generation, subdomain=subdomain)
         key = self._key(doc, subdomain)
-        child = _Child(ref, self._generation, self._clock(), failures, key=key, version=doc.get("updatedAt"))
+        child = _Child(ref, self._generation, self._clock(), failures, key=key, version=doc.get("updatedAt"),
+                       kind=kind)
         self._children[(subdomain, doc["inboxId"])] = child
         if not self._ownership.attach(key, ref):  # the lease was lost meanwhile: the fence did not see this one
             self._stop_children([self._children.pop((subdomain, doc["inboxId"]))])
             return
-        logger.info("Listening to integration %s (%s)", doc["inboxId"], doc.get("user", ""))
+        logger.info("Listening to %s integration %s (%s)", kind, doc["inboxId"],
+                    doc.get("user") or doc.get("name", ""))
 
     def _stop_children(self, children: list[_Child]) -> None:
         futures = []
@@ -311,6 +339,19 @@ class Supervisor:
                 future.get(timeout=max(0.0, deadline - self._clock()))
             except (pykka.Timeout, pykka.ActorDeadError):
                 logger.warning("A mailbox did not stop within %.0f s", self._stop_timeout)
+
+
+@dataclass
+class _Listener:
+    factory: Callable[..., pykka.ActorRef[Any]] | None
+    integrations: Any
+
+
+def _inventory_of(integrations: Any) -> Any:
+    """``{_id, inboxId, updatedAt}`` of every integration of a source (the bound tenant's)."""
+    if hasattr(integrations, "inventory"):
+        return integrations.inventory()
+    return integrations.integrations.find({}, {"inboxId": 1, "updatedAt": 1})  # runtime.storage.Storage
 
 
 class SupervisorActor(pykka.ThreadingActor, Supervisor):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -86,6 +87,14 @@ DEFAULTS: dict[str, Any] = {
     "console_password": "",
     "console_ops_view": False,
     "console_trust_proxy": False,
+    # -- integration kinds (runtime/kinds.py): the enabled ones, by name
+    "kinds": "imap,api",
+    # -- the api kind (kinds/api): staff replies to callback URLs, retried with capped exponential backoff
+    "api_retry_base_seconds": 1.0,
+    "api_retry_max_seconds": 300.0,
+    "api_retry_for_seconds": 86400.0,
+    "api_delivery_timeout_seconds": 10.0,
+    "api_delivery_poll_seconds": 1.0,
 }
 
 # Environment variable -> Config field. erxes's names first, then ours.
@@ -129,6 +138,12 @@ ENV_SETTINGS: dict[str, str] = {
     "CONSOLE_PASSWORD": "console_password",
     "CONSOLE_OPS_VIEW": "console_ops_view",
     "CONSOLE_TRUST_PROXY": "console_trust_proxy",
+    "KINDS": "kinds",
+    "API_RETRY_BASE_SECONDS": "api_retry_base_seconds",
+    "API_RETRY_MAX_SECONDS": "api_retry_max_seconds",
+    "API_RETRY_FOR_SECONDS": "api_retry_for_seconds",
+    "API_DELIVERY_TIMEOUT_SECONDS": "api_delivery_timeout_seconds",
+    "API_DELIVERY_POLL_SECONDS": "api_delivery_poll_seconds",
 }
 
 # What ``private`` means in RPC_ALLOWED_NETWORKS: loopback and the private ranges (RFC 1918, IPv6 unique local),
@@ -211,6 +226,14 @@ class Config:
     console_password: str = field(default="", repr=False)
     console_ops_view: bool = False  # with STANDALONE=false: serve the read-only ops view (mailboxes, health)
     console_trust_proxy: bool = False  # behind a TLS-terminating proxy: X-Forwarded-Proto=https marks cookies Secure
+    kinds: tuple[str, ...] = ("imap", "api")  # the enabled integration kinds (runtime/kinds.py), in start-up order
+    # the api kind's deliveries (kinds/api/delivery.py): first retry after base, doubling up to max (jittered to
+    # 50-100 %), given up retry_for after the first try; one POST within timeout; the outbox read every poll
+    api_retry_base_seconds: float = 1.0
+    api_retry_max_seconds: float = 300.0
+    api_retry_for_seconds: float = 86400.0
+    api_delivery_timeout_seconds: float = 10.0
+    api_delivery_poll_seconds: float = 1.0
 
     @property
     def rpc_timeout(self) -> float:
@@ -534,7 +557,24 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "console_password": lambda setting, raw: _console_password(setting, raw),
     "console_ops_view": _parse_bool,
     "console_trust_proxy": _parse_bool,
+    "kinds": lambda setting, raw: _kind_names(setting, raw),
+    "api_retry_base_seconds": _number(float, 0.01, 3600),
+    "api_retry_max_seconds": _number(float, 0.01, 86400),
+    "api_retry_for_seconds": _number(float, 1, 30 * 86400),
+    "api_delivery_timeout_seconds": _number(float, 0.1, 600),
+    "api_delivery_poll_seconds": _number(float, 0.05, 60),
 }
+
+
+def _kind_names(setting: str, raw: Any) -> tuple[str, ...]:
+    """A comma-separated string (or JSON array) of kind names, at least one."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(setting, "must be a comma-separated string of kind names, e.g. imap,api")
+    names = tuple(dict.fromkeys(i.strip().lower() for i in items if i.strip()))
+    if not names or not all(re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", n) for n in names):
+        raise ConfigError(setting, f"must name at least one kind (lowercase letters, digits, - or _), got {raw!r}")
+    return names
 
 
 def _console_password(setting: str, raw: Any) -> str:

@@ -52,6 +52,22 @@ class ErxesClient:
             raise BrokerError(f"{self._customers}:customers.createCustomer returned no customer id")
         return created
 
+    def find_customer_by(self, subdomain: str, selector: dict[str, str]) -> dict[str, Any] | None:
+        """``customers.findOne`` by any of erxes's selectors (``customerPrimaryEmail``, ``customerPrimaryPhone``,
+        ``customerCode``)."""
+        found = self._transport.call(f"{self._customers}:customers.findOne", selector, subdomain=subdomain,
+                                     timeout=self._timeout)
+        return found if isinstance(found, dict) and found.get("_id") else None
+
+    def create_customer_doc(self, subdomain: str, inbox_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """``customers.createCustomer`` with ``doc`` (``primaryEmail``, ``primaryPhone`` or ``code``, names)."""
+        created = self._transport.call(f"{self._customers}:customers.createCustomer",
+                                       {"integrationId": inbox_id, **doc}, subdomain=subdomain,
+                                       timeout=self._timeout)
+        if not isinstance(created, dict) or not created.get("_id"):
+            raise BrokerError(f"{self._customers}:customers.createCustomer returned no customer id")
+        return created
+
     def create_or_update_conversation(self, subdomain: str, *, inbox_id: str, customer_id: str,
                                       created_at: dt.datetime, content: str, conversation_id: str | None = None,
                                       idempotency_key: str | None = None) -> str:

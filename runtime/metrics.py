@@ -30,6 +30,8 @@ __all__ = [
     "CONTENT_TYPE",
     "IDLE_RENEWALS",
     "INGEST_LATENCY",
+    "KIND_DELIVERIES",
+    "KIND_MESSAGES",
     "MAILBOX_HEALTH",
     "MAILBOX_STATES",
     "MAILS_FAILED",
@@ -68,6 +70,12 @@ BROKER_RECONNECTS = Counter("imap_broker_reconnects", "AMQP connections opened a
                             registry=REGISTRY)
 IDLE_RENEWALS = Counter("imap_idle_renewals", "IMAP IDLE commands renewed before the server could drop them",
                         registry=REGISTRY)
+
+# Integration kinds other than imap (runtime/kinds.py): label ``kind``
+KIND_MESSAGES = Counter("imap_kind_messages_received", "Inbound messages stored and announced, by kind",
+                        ["kind"], registry=REGISTRY)
+KIND_DELIVERIES = Counter("imap_kind_deliveries", "Outbound delivery attempts, by kind and outcome "
+                          "(delivered, retry, failed)", ["kind", "outcome"], registry=REGISTRY)
 
 Handler = Callable[[dict[str, Any]], Any]
 

@@ -3,10 +3,11 @@
 the servers (MongoDB, RabbitMQ, Redis when leases need it: waited for up to ``startup_wait_seconds``,
 runtime/check.py) -> the mode (``STANDALONE=auto``: the erxes emulation only where no erxes is found,
 runtime/detect.py) -> storage -> broker (with the standalone emulation) -> the pipeline's lanes (customer/conversation, actors/router.py)
--> supervisor + mailboxes ->
+-> supervisor -> the kinds (runtime/kinds.py: each enabled kind sets up its procedures, routes, GraphQL fields and
+listener; the supervisor then starts a listener per integration, by its kind) ->
 procedures on the broker -> web (the same procedures over HTTP, /ready, /metrics) -> lease keeper (joins the nodes
 in Redis; the supervisor then listens to the mailboxes whose leases it takes: ``docs/scaling.md``) -> registration
-in Redis. Stopping releases the leases once every mailbox and the pipeline stopped, and removes ``service:imap``
+in Redis (``service:<kind>`` for each kind). Stopping releases the leases once every mailbox and the pipeline stopped, and removes ``service:imap``
 when it still points at this process.
 ``GET /health`` answers ``ok`` once all of it runs.
 (Named ``process`` rather than ``supervisor`` so it is not confused with ``actors/supervisor.py``.)
@@ -39,18 +40,16 @@ from runtime.detect import MARKER_QUEUE, Mode, decide
 from runtime.erxes import ErxesClient
 from runtime.fence import Fence, install as install_fence
 from runtime.imap import connect
+from runtime.kinds import Kind, KindConflict, Registry, Services, load_kinds
 from runtime.leases import Leases, SoleOwner, Timings
-from runtime.procedures import ImapProcedures
-from runtime.push import PushIngest
-from runtime.sending import MailSender
-from runtime.registry import (Registration, ServiceDirectory, queue_actions, redis_client, service_address,
-                              service_config)
+from runtime.registry import Registration, ServiceDirectory, queue_actions, redis_client, service_address
 from runtime.standalone import Standalone
 from runtime.storage import Storage
 from runtime.tenants import Tenants, TenantStorage, start_tenants, with_tenant
 from web.app import WebDeps, make_app
 from web.ops import Probe, ReadinessWatch
 from web.rpc import http_procedures
+from web.schema import build_schema
 
 __all__ = ["Runtime"]
 
@@ -71,7 +70,9 @@ class Runtime:
     supervisor: Any = None
     web: Any = None
     web_port: int | None = None
-    registration: Registration | None = None
+    registration: Registration | None = None  # service:imap's (the first kind's)
+    registrations: list[Registration] = field(default_factory=list)  # one per kind
+    kinds: Registry | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
     _actors: list[pykka.ActorRef[Any]] = field(default_factory=list)
     _redis: redis.Redis | None = None
@@ -104,32 +105,47 @@ class Runtime:
         for ref in lanes:
             self._spawn(ref)
         self.ownership = start_ownership(self.config, saas=self.tenants.saas)
+        self.kinds = Registry()
         self.supervisor = self._spawn(SupervisorActor.start(
-            storage=self.storage, mailbox_factory=self._mailbox_factory(pipeline), tenants=self.tenants.known,
+            storage=self.storage, listeners=self.kinds.listeners, tenants=self.tenants.known,
             max_delay=self.config.restart_max_delay_seconds, ownership=self.ownership,
             interrupt=MailboxActor.interrupt,
             drain=pipeline.drain)).proxy()
+        services = Services(config=self.config, tenants=self.tenants, storage=self.storage, broker=self.broker,
+                            erxes=erxes, fence=fence, supervisor=self.supervisor, ownership=self.ownership,
+                            pipeline=pipeline, timeout=ASK_TIMEOUT, extra={"imap_factory": self.imap_factory})
+        kinds = load_kinds(self.config.kinds)
+        for kind in kinds:  # before start_all: the supervisor reads the listeners the kinds registered
+            self.kinds.setup(kind, services)
+        logger.info("Kinds: %s", ", ".join(k.name for k in kinds))
         # Not awaited: with a thousand integrations spawning every mailbox takes a while, and serving (health,
         # procedures, registration) must not wait for it or time out on it. The supervisor logs how many started.
         self.supervisor.start_all()
-        sender = MailSender(storage=self.storage, erxes=erxes, supervisor=self.supervisor, config=self.config,
-                            imap_factory=self.imap_factory, max_attachment_bytes=self.config.max_mail_bytes,
-                            fence=fence)
-        procedures = ImapProcedures(storage=self.storage, supervisor=self.supervisor, sender=sender,
-                                    timeout=ASK_TIMEOUT, on_tenant=self.tenants.remember, ownership=self.ownership,
-                                    attachment_url_prefix=self.config.attachment_url_prefix)
-        rpc_table = per_tenant(self.tenants, procedures.rpc_procedures())
-        names = serve(self.broker, rpc_table, per_tenant(self.tenants, procedures.plain_procedures()))
+        names: dict[str, list[str]] = {}
+        base_rpc: dict[str, Any] = {}
+        kind_rpc: dict[str, dict[str, Any]] = {}
+        for kind in kinds:
+            rpc_table = per_tenant(self.tenants, self.kinds.procedures_of(kind.name))
+            names[kind.name] = serve(self.broker, rpc_table,
+                                     per_tenant(self.tenants, self.kinds.procedures_of(kind.name, plain=True)))
+            prefix = http_prefix(kind)
+            if prefix == "" and base_rpc:
+                raise KindConflict("the HTTP address", "/rpc", next(iter(base_rpc.values()))[0].partition(":")[0],
+                                   kind.name)
+            (base_rpc if prefix == "" else kind_rpc.setdefault(prefix, {})).update(http_procedures(rpc_table))
+            base_rpc.update({full: (full, handler) for full, handler in rpc_table.items()})  # /rpc/<kind>:<name>
         self._rpc_executor = concurrent.futures.ThreadPoolExecutor(HTTP_RPC_WORKERS, thread_name_prefix="http-rpc")
         self._probe = Probe(storage=self.tenants.base, broker=self.broker, redis_client=self._redis,
                             node=self.ownership.status, integrations=lambda: [
                                 self.tenants.storage(s).integrations for s in self.tenants.known()],
                             redis_required=self.config.leases == "redis", mode=self.mode.report())
+        queries, mutations = self.kinds.graphql_fields()
         app = make_app(self.config, deps=WebDeps(
-            ready=lambda: self.ready, rpc=http_procedures(rpc_table), tenants=self.tenants,
+            ready=lambda: self.ready, rpc=base_rpc, tenants=self.tenants,
             rpc_executor=self._rpc_executor, probe=self._probe, storage=self.storage, supervisor=self.supervisor,
-            sender=sender, ownership=self.ownership, push=PushIngest(storage=self.storage, pipeline=pipeline,
-                                           timeout=self.config.rpc_timeout * 2)))
+            sender=services.extra.get("sender"), ownership=self.ownership, push=services.extra.get("push"),
+            routes=self.kinds.route_builders(), schema=build_schema(queries, mutations), kind_rpc=kind_rpc,
+            extra=services.extra))
         web = self._spawn(WebActor.start(app, port=self.config.port, host=self.config.bind_address))
         self.web_port = web.proxy().port.get(timeout=ASK_TIMEOUT)
         if isinstance(self.ownership, Leases):  # after the port is bound: the default node id names it
@@ -137,7 +153,9 @@ class Runtime:
                                                node_id=self.config.node_id or f"{socket.gethostname()}:{self.web_port}"))
         else:
             self.ownership.node_id = self.config.node_id or f"{socket.gethostname()}:{self.web_port}"
-        self.registration = start_registration(self.config, self._redis, self.web_port, names)
+        self.registrations = [start_registration(self.config, self._redis, self.web_port, names[kind.name], kind=kind)
+                              for kind in kinds]
+        self.registration = self.registrations[0] if self.registrations else None
         self._ready.set()
         self._watch = ReadinessWatch(self._probe, ready=lambda: self.ready)
         self._watch.start()
@@ -148,8 +166,8 @@ class Runtime:
         self._ready.clear()
         if self._watch is not None:
             self._watch.stop()
-        if self.registration is not None:
-            self.registration.stop(deregister=True)  # service:imap, when it still points at us
+        for registration in self.registrations:
+            registration.stop(deregister=True)  # service:<kind>, when it still points at us
         for ref in reversed(self._actors):
             try:
                 ref.stop(timeout=15)
@@ -174,15 +192,6 @@ class Runtime:
     def _spawn(self, ref: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
         self._actors.append(ref)
         return ref
-
-    def _mailbox_factory(self, pipeline: Any) -> Callable[..., pykka.ActorRef[Any]]:
-        def start_mailbox(doc: dict[str, Any], *, supervisor: Any, generation: int,
-                          subdomain: str = "os") -> pykka.ActorRef[Any]:
-            return MailboxActor.start(doc, supervisor=supervisor, generation=generation, config=self.config,
-                                      storage=self.storage, pipeline=pipeline, imap_factory=self.imap_factory,
-                                      subdomain=subdomain)
-        return start_mailbox
-
 
 def start_ownership(config: Config, *, saas: bool) -> Leases | SoleOwner:
     """Leases in Redis (several nodes may run), or ``LEASES=off``: this process listens to every mailbox."""
@@ -237,11 +246,19 @@ def erxes_transport(config: Config, broker: AmqpBroker, redis_conn: redis.Redis)
     return EnabledServices(metrics.TimedTransport(client, "http"), config.service_enabled)
 
 
-def start_registration(config: Config, redis_conn: redis.Redis, port: int, names: list[str]) -> Registration:
-    """Register in Redis in the background; wait briefly so a reachable Redis has the keys once we serve."""
-    registration = Registration(redis_conn, address=service_address(config, port), config_doc=service_config(config),
+def http_prefix(kind: Kind) -> str:
+    """Where ``service:<kind>``'s HTTP address points below ours: ``""`` for imap, else ``/<kind>``."""
+    return f"/{kind.name}" if kind.http_prefix is None else kind.http_prefix
+
+
+def start_registration(config: Config, redis_conn: redis.Redis, port: int, names: list[str], *,
+                       kind: Kind) -> Registration:
+    """Register ``kind`` (``service:<kind>``, its config document, its queue names) in Redis in the background;
+    wait briefly so a reachable Redis has the keys once we serve."""
+    registration = Registration(redis_conn, address=service_address(config, port) + http_prefix(kind),
+                                config_doc=kind.service_config(config),
                                 actions=queue_actions(names, config.message_broker_prefix),
-                                where=f"Redis at {config.redis_host}:{config.redis_port}")
+                                where=f"Redis at {config.redis_host}:{config.redis_port}", service=kind.name)
     registration.start()
     registration.wait(REGISTRATION_WAIT)
     return registration

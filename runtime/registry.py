@@ -12,6 +12,9 @@ minutes, in case Redis lost them. A clean stop removes ``service:imap`` when it 
 (:func:`remove_address`: another replica that registered since keeps its key), so erxes never calls a stopped process
 at an address nobody serves. Lookup (:class:`ServiceDirectory`): ``service:<name>`` is the base HTTP address
 of another erxes service, for the HTTP transport.
+
+Each kind (runtime/kinds.py) registers as a service of its own: ``service:<kind>``, ``service:config:<kind>``,
+``service:queuenames:<kind>`` (``service`` below; ``imap`` by default).
 """
 from __future__ import annotations
 
@@ -73,19 +76,20 @@ def queue_actions(names: Iterable[str], suffix: str) -> list[str]:
     return [name.partition(":")[2] + suffix if ":" in name else name + suffix for name in names]
 
 
-def register_queue_names(client: redis.Redis, actions: list[str]) -> None:
+def register_queue_names(client: redis.Redis, actions: list[str], service: str = SERVICE) -> None:
     """erxes senders refuse to publish to an action missing from ``service:queuenames:<service>``."""
     if actions:
-        client.sadd(f"service:queuenames:{SERVICE}", *actions)
+        client.sadd(f"service:queuenames:{service}", *actions)
 
 
-def register(client: redis.Redis, *, address: str, config_doc: dict[str, Any], actions: list[str]) -> None:
+def register(client: redis.Redis, *, address: str, config_doc: dict[str, Any], actions: list[str],
+             service: str = SERVICE) -> None:
     """The three registration writes, in one round trip. Raises redis.RedisError."""
     pipe = client.pipeline(transaction=False)
-    pipe.set(f"service:config:{SERVICE}", json.dumps(config_doc))
-    pipe.set(f"service:{SERVICE}", address)
+    pipe.set(f"service:config:{service}", json.dumps(config_doc))
+    pipe.set(f"service:{service}", address)
     if actions:
-        pipe.sadd(f"service:queuenames:{SERVICE}", *actions)
+        pipe.sadd(f"service:queuenames:{service}", *actions)
     pipe.execute()
 
 
@@ -93,16 +97,19 @@ def register(client: redis.Redis, *, address: str, config_doc: dict[str, Any], a
 _DELETE_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
-def remove_address(client: redis.Redis, address: str) -> bool:
-    """Remove ``service:imap`` when it still points at ``address``; True when it did. Raises redis.RedisError."""
-    return bool(client.eval(_DELETE_IF, 1, f"service:{SERVICE}", address))
+def remove_address(client: redis.Redis, address: str, service: str = SERVICE) -> bool:
+    """Remove ``service:<service>`` when it still points at ``address``; True when it did. Raises
+    redis.RedisError."""
+    return bool(client.eval(_DELETE_IF, 1, f"service:{service}", address))
 
 
 class Registration:
     """Registers this service in Redis from a background thread; see the module docstring."""
 
     def __init__(self, client: redis.Redis, *, address: str, config_doc: dict[str, Any], actions: list[str],
-                 backoff: Backoff | None = None, refresh: float = REFRESH_SECONDS, where: str = "Redis") -> None:
+                 backoff: Backoff | None = None, refresh: float = REFRESH_SECONDS, where: str = "Redis",
+                 service: str = SERVICE) -> None:
+        self.service = service
         self._client = client
         self._address = address
         self._config_doc = config_doc
@@ -121,7 +128,7 @@ class Registration:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("the registration is already started")
-        self._thread = threading.Thread(target=self._run, name="redis-registration", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"redis-registration-{self.service}", daemon=True)
         self._thread.start()
 
     def wait(self, timeout: float) -> bool:
@@ -138,31 +145,32 @@ class Registration:
             self._thread = None
         if deregister and self._done.is_set():
             try:
-                removed = remove_address(self._client, self._address)
+                removed = remove_address(self._client, self._address, self.service)
             except redis.RedisError as exc:
                 logger.warning("Could not remove service:%s from %s (%s): erxes may call %s until someone "
-                               "registers again", SERVICE, self._where, exc, self._address)
+                               "registers again", self.service, self._where, exc, self._address)
                 return
             if removed:
-                logger.info("Removed service:%s (%s) from %s", SERVICE, self._address, self._where)
+                logger.info("Removed service:%s (%s) from %s", self.service, self._address, self._where)
 
     def _run(self) -> None:
         outage = False
         while not self._stopping.is_set():
             try:
-                register(self._client, address=self._address, config_doc=self._config_doc, actions=self._actions)
+                register(self._client, address=self._address, config_doc=self._config_doc, actions=self._actions,
+                         service=self.service)
             except redis.RedisError as exc:
                 delay = self._backoff.next_delay()
                 if not outage:
                     outage = True
                     logger.warning("Cannot register service:%s in %s (%s); retrying in the background: until then "
-                                   "erxes services cannot find us", SERVICE, self._where, exc)
+                                   "erxes services cannot find us", self.service, self._where, exc)
                 else:
                     logger.debug("Still cannot register in %s: %s; next try in %.1f s", self._where, exc, delay)
                 self._stopping.wait(delay)
                 continue
             if not self._done.is_set() or outage:
-                logger.info("Registered in %s: service:%s -> %s, %d queue names", self._where, SERVICE,
+                logger.info("Registered in %s: service:%s -> %s, %d queue names", self._where, self.service,
                             self._address, len(self._actions))
             outage = False
             self._backoff.reset()

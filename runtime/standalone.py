@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pymongo
 from bson import ObjectId
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from runtime.broker._envelope import delivery_id
 from runtime.errors import RequestError
@@ -24,6 +24,8 @@ from runtime.storage import utcnow
 __all__ = ["Standalone"]
 
 logger = logging.getLogger(__name__)
+
+CUSTOMER_KEYS = ("primaryEmail", "primaryPhone", "code")
 
 
 class Standalone:
@@ -47,8 +49,18 @@ class Standalone:
 
     @staticmethod
     def ensure_indexes(storage: Any) -> None:
-        """The emulation's indexes in ``storage``'s database (each tenant's, with tenants)."""
-        storage.db["standalone_customers"].create_index("primaryEmail", unique=True)
+        """The emulation's indexes in ``storage``'s database (each tenant's, with tenants). Customers are unique
+        by ``primaryEmail``, ``primaryPhone`` and ``code`` where they have one (sparse: the ``api`` kind's customers
+        may have only a phone or a code); an older, non-sparse email index is replaced."""
+        customers = storage.db["standalone_customers"]
+        for key in CUSTOMER_KEYS:
+            try:
+                customers.create_index(key, unique=True, sparse=True)
+            except OperationFailure as exc:
+                if exc.code not in (85, 86):  # IndexOptionsConflict, IndexKeySpecsConflict
+                    raise
+                customers.drop_index(f"{key}_1")
+                customers.create_index(key, unique=True, sparse=True)
         storage.db["standalone_conversations"].create_index("idempotencyKey", unique=True, sparse=True)
         storage.db["standalone_message_notifications"].create_index("messageId", unique=True)
 
@@ -66,23 +78,39 @@ class Standalone:
 
     # -- core/contacts ----------------------------------------------------------------------------------------------
     def find_customer(self, envelope: dict[str, Any]) -> dict[str, Any] | None:
+        """erxes's selectors, in its order: ``customerPrimaryEmail``, ``customerPrimaryPhone``, ``customerCode``."""
         data = _data(envelope)
         email = data.get("customerPrimaryEmail") or data.get("primaryEmail")
-        if not email:
-            return None
-        return _public(self.customers.find_one({"primaryEmail": str(email).lower()}))
+        if email:
+            return _public(self.customers.find_one({"primaryEmail": str(email).lower()}))
+        phone = data.get("customerPrimaryPhone") or data.get("primaryPhone")
+        if phone:
+            return _public(self.customers.find_one({"primaryPhone": str(phone)}))
+        code = data.get("customerCode") or data.get("code")
+        if code:
+            return _public(self.customers.find_one({"code": str(code)}))
+        return None
 
     def create_customer(self, envelope: dict[str, Any]) -> dict[str, Any]:
         data = _data(envelope)
-        email = data.get("primaryEmail")
-        if not isinstance(email, str) or "@" not in email:
-            raise RequestError("primaryEmail is required")
+        email, phone, code = data.get("primaryEmail"), data.get("primaryPhone"), data.get("code")
         fields = {k: data[k] for k in ("firstName", "lastName", "integrationId") if data.get(k)}
-        doc = self.customers.find_one_and_update(
-            {"primaryEmail": email.lower()},
-            {"$setOnInsert": {**fields, "_id": str(ObjectId()), "emails": [email.lower()], "createdAt": utcnow(),
-                              "state": "customer"}},
-            upsert=True, return_document=pymongo.ReturnDocument.AFTER)
+        if isinstance(email, str) and "@" in email:
+            key = {"primaryEmail": email.lower()}
+            fields["emails"] = [email.lower()]
+        elif isinstance(phone, str) and phone.strip():
+            key = {"primaryPhone": phone.strip()}
+            fields["phones"] = [phone.strip()]
+        elif isinstance(code, str) and code.strip():
+            key = {"code": code.strip()}
+        else:
+            raise RequestError("primaryEmail, primaryPhone or code is required")
+        update = {"$setOnInsert": {**fields, "_id": str(ObjectId()), "createdAt": utcnow(), "state": "customer"}}
+        try:
+            doc = self.customers.find_one_and_update(key, update, upsert=True,
+                                                     return_document=pymongo.ReturnDocument.AFTER)
+        except DuplicateKeyError:  # two upserts at once: the other inserted it
+            doc = self.customers.find_one(key)
         return _public(doc)
 
     # -- inbox ------------------------------------------------------------------------------------------------------

@@ -115,6 +115,8 @@ def delete_queues(amqp_url: str, suffix: str) -> None:
         fake = Standalone.__new__(Standalone)
         fake._customer_service = svc  # type: ignore[attr-defined]
         names += [*Standalone.rpc_procedures(fake), *Standalone.plain_procedures(fake)]
+    names += [f"api:{n}" for n in ("createIntegration", "updateIntegration", "removeIntegrations", "getStatus",
+                                   "api_to_integrations")]  # the api kind's (kinds/api/procedures.py)
     names.append("imap-runtime:emulation")  # runtime/detect.py's marker of an in-process emulation
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:

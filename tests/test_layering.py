@@ -1,13 +1,14 @@
 """The house's layering, read from the code's own imports (every ``import``, at module level or inside a function):
-no import cycle among the project's modules, and ``runtime/`` (the bottom layer) imports neither ``actors/`` nor
-``web/`` except in the composition root that still lives there (issue 15 moves it out)."""
+no import cycle among the project's modules, ``runtime/`` (the bottom layer) imports neither ``actors/`` nor
+``web/`` except in the composition root that still lives there (issue 15 moves it out), nothing below ``kinds/``
+imports a kind (kinds are loaded by name, runtime/kinds.py), and no kind imports another."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("runtime", "actors", "web")
+PACKAGES = ("runtime", "actors", "web", "kinds")
 # The composition root: it starts the actors and the web server. It is to leave runtime/ (issue 15 item 3); the
 # test fails when another module of runtime/ reaches up, and when one of these no longer needs to be listed.
 COMPOSITION_ROOT = {"runtime.process"}
@@ -92,3 +93,23 @@ def test_the_graph_sees_known_imports():  # the reader itself: a cycle test over
     edges = graph()
     assert "runtime.hosts" in edges["runtime.imap"] and "runtime.oauth" in edges["runtime.smtp"]
     assert "actors.supervisor" in edges["runtime.process"]
+
+
+def kind_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "kinds" and len(parts) > 1 else None
+
+
+def test_no_kind_imports_another_kind():
+    edges = graph()
+    crossing = {name: sorted(t for t in targets if kind_of(t) and kind_of(t) != kind_of(name))
+                for name, targets in edges.items() if kind_of(name)}
+    assert {name: t for name, t in crossing.items() if t} == {}, "a kind imports another kind"
+    assert {"kinds.imap", "kinds.api"} <= {n for n in edges if kind_of(n)}  # the check sees the kinds
+
+
+def test_nothing_below_the_kinds_imports_one():
+    edges = graph()
+    reaching = {name: sorted(t for t in targets if t.split(".")[0] == "kinds")
+                for name, targets in edges.items() if name.split(".")[0] in ("runtime", "actors", "web")}
+    assert {name: t for name, t in reaching.items() if t} == {}, "runtime/, actors/ or web/ imports a kind"

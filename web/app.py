@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import tornado.web
 
@@ -38,6 +38,13 @@ class WebDeps:
     push: Any = None  # runtime.push.PushIngest, behind POST /receive
     tenants: Any = None  # runtime.tenants.Tenants: a request's tenant comes from its hostname header
     ownership: Any = None  # runtime.leases.Leases or SoleOwner: who holds each mailbox (the console shows it)
+    # The kinds' parts (runtime/kinds.py Registry): route builders ``(patterns, build(deps, config))`` (None: the
+    # IMAP kind's routes, as before kinds), the composed GraphQL schema (None: IMAP's), and each other kind's RPC
+    # table under its HTTP prefix (``{"/api": {"createIntegration": (...)}}``: ``POST /api/rpc/createIntegration``).
+    routes: Sequence[tuple[Sequence[str], Callable[[Any, Any], list[Any]]]] | None = None
+    schema: Any = None
+    kind_rpc: Mapping[str, Mapping[str, tuple[str, Callable[[dict[str, Any]], Any]]]] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # what kinds handed their route builders (Services.extra)
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -53,18 +60,39 @@ class HealthHandler(tornado.web.RequestHandler):
             self.write("starting")
 
 
+IMAP_PATTERNS = ("/receive", "/read-mail-attachment", "/login")  # the IMAP kind's routes (kinds/imap)
+
+
+def imap_routes(deps: WebDeps, config: Any) -> list[Any]:
+    """The IMAP kind's routes (``IMAP_PATTERNS``), each where its collaborators are given."""
+    return [
+        *(receive_routes(storage=deps.storage, push=deps.push, tenants=deps.tenants) if deps.push is not None else []),
+        *(attachments.routes(deps) if deps.storage is not None else []),
+        *(login.routes(deps, config) if deps.storage is not None else []),
+    ]
+
+
 def make_app(config: Any, *, deps: WebDeps) -> tornado.web.Application:
     max_request = getattr(config, "max_request_bytes", DEFAULT_MAX_BYTES)  # config None: the defaults (unit tests)
     limits = Limits(max_request, {"/rpc/": (max_request, envelope_refusal), "/graphql": (max_request, graphql_refusal),
-                                  "/receive": (getattr(config, "max_mail_bytes", max_request), json_refusal)})
+                                  "/receive": (getattr(config, "max_mail_bytes", max_request), json_refusal),
+                                  **{f"{prefix}/rpc/": (max_request, envelope_refusal) for prefix in deps.kind_rpc}})
     access = RpcAccess(getattr(config, "rpc_allowed_networks", PRIVATE_NETWORKS), getattr(config, "rpc_token", ""))
+    kind_routes: list[Any] = []
+    for patterns, build in (deps.routes if deps.routes is not None else [(IMAP_PATTERNS, imap_routes)]):
+        built = build(deps, config)
+        unclaimed = [rule[0] for rule in built if rule[0] not in patterns]
+        if unclaimed:
+            raise ValueError(f"routes {unclaimed} were built but not claimed in the kinds' registry")
+        kind_routes += built
     return LimitedApplication([
         (r"/health", HealthHandler, {"deps": deps}),
         *rpc_routes(deps.rpc, deps.rpc_executor, access),
+        *(rule for prefix, table in deps.kind_rpc.items()
+          for rule in rpc_routes(table, deps.rpc_executor, access, prefix=prefix)),
         *ops_routes(deps.ready, deps.probe),
-        *(receive_routes(storage=deps.storage, push=deps.push, tenants=deps.tenants) if deps.push is not None else []),
         *(graphql.routes(deps, attachment_url_prefix=getattr(config, "attachment_url_prefix", ""), config=config)
-          + attachments.routes(deps) if deps.storage is not None else []),
-        *(login.routes(deps, config) if deps.storage is not None else []),
+          if deps.storage is not None else []),
+        *kind_routes,
         *console.routes(deps, config),  # GET / and /console/...: web/console (its own sign-in and CSRF tokens)
     ], limits=limits, server_limits=ServerLimits.from_config(config), debug=False)

@@ -273,7 +273,7 @@ def routes(deps: Any, *, attachment_url_prefix: str = "", config: Any = None) ->
     context = {"storage": deps.storage, "sender": deps.sender, "tenants": getattr(deps, "tenants", None),
                "attachment_url_prefix": attachment_url_prefix}
     return [
-        (r"/graphql", GraphQLHandler, {"schema": default_schema, "context": context,
+        (r"/graphql", GraphQLHandler, {"schema": getattr(deps, "schema", None) or default_schema, "context": context,
                                        "limits": DocumentLimits.from_config(config)}),
         (r"/graphiql-static/(.*)", AssetHandler, {"path": str(STATIC_DIR)}),
     ]

@@ -137,6 +137,7 @@ class RpcHandler(tornado.web.RequestHandler):
 
 
 def rpc_routes(procedures: Mapping[str, tuple[str, Handler]], executor: concurrent.futures.Executor | None = None,
-               access: RpcAccess | None = None) -> list[Any]:
-    """The route of ``POST /rpc/<procedure>``; any name is taken, so an unknown one gets an error envelope."""
-    return [(r"/rpc/(.+)", RpcHandler, {"procedures": procedures, "executor": executor, "access": access})]
+               access: RpcAccess | None = None, *, prefix: str = "") -> list[Any]:
+    """The route of ``POST <prefix>/rpc/<procedure>``; any name is taken, so an unknown one gets an error envelope.
+    ``prefix``: where a kind's service address points (``/api`` for ``service:api``; ``""`` for ``imap``)."""
+    return [(rf"{prefix}/rpc/(.+)", RpcHandler, {"procedures": procedures, "executor": executor, "access": access})]

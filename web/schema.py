@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import graphene
@@ -37,7 +37,8 @@ from runtime.quoting import from_record, split_record
 from runtime.sanitize import outward_message_html
 from web.auth import require_user
 
-__all__ = ["LOGS_LIMIT", "federation_sdl", "jsonable", "schema"]
+__all__ = ["LOGS_LIMIT", "build_schema", "federation_sdl", "imap_mutation_fields", "imap_query_fields", "jsonable",
+           "login_required", "schema", "sdl_of"]
 
 LOGS_LIMIT = 100
 FEDERATION_TYPES = ("_Service",)
@@ -219,21 +220,24 @@ def resolve_send_mail(root: Any, info: Any, **args: Any) -> Any:
 
 
 def resolve_service(root: Any, info: Any) -> dict[str, str]:
-    return {"sdl": SDL}  # not behind login: the gateway composes subgraphs without a user
+    # not behind login: the gateway composes subgraphs without a user
+    return {"sdl": sdl_of(info.schema)}
 
 
 # ------------------------------------------------------------------------------------------------- root types
 
-class Query(graphene.ObjectType):
-    imapConversationDetail = graphene.List(IMap, conversationId=graphene.String(required=True),
-                                           resolver=resolve_conversation_detail)
-    imapGetIntegrations = graphene.List(IMapIntegration, resolver=resolve_integrations)
-    imapLogs = graphene.List(JSON, integrationId=graphene.String(), resolver=resolve_logs)
-    _service = graphene.Field(_Service, required=True, resolver=resolve_service)
+def imap_query_fields() -> dict[str, Any]:
+    """The IMAP kind's Query fields (fresh graphene fields each call: kinds/imap registers them)."""
+    return {
+        "imapConversationDetail": graphene.List(IMap, conversationId=graphene.String(required=True),
+                                                resolver=resolve_conversation_detail),
+        "imapGetIntegrations": graphene.List(IMapIntegration, resolver=resolve_integrations),
+        "imapLogs": graphene.List(JSON, integrationId=graphene.String(), resolver=resolve_logs),
+    }
 
 
-class Mutation(graphene.ObjectType):
-    imapSendMail = graphene.Field(
+def imap_mutation_fields() -> dict[str, Any]:
+    return {"imapSendMail": graphene.Field(
         JSON, resolver=resolve_send_mail,
         integrationId=graphene.String(), conversationId=graphene.String(), subject=graphene.String(required=True),
         body=graphene.String(), to=graphene.List(graphene.String, required=True), cc=graphene.List(graphene.String),
@@ -241,7 +245,27 @@ class Mutation(graphene.ObjectType):
         shouldResolve=graphene.Boolean(), shouldOpen=graphene.Boolean(), headerId=graphene.String(),
         replyTo=graphene.List(graphene.String), inReplyTo=graphene.String(), threadId=graphene.String(),
         messageId=graphene.String(), replyToMessageId=graphene.String(), references=graphene.List(graphene.String),
-        attachments=graphene.List(JSON), customerId=graphene.String())
+        attachments=graphene.List(JSON), customerId=graphene.String())}
+
+
+def build_schema(queries: Mapping[str, Any], mutations: Mapping[str, Any]) -> graphene.Schema:
+    """The subgraph of the kinds' fields (runtime/kinds.py Registry.graphql_fields), plus federation's
+    ``_service``."""
+    query = type("Query", (graphene.ObjectType,), {
+        **queries, "_service": graphene.Field(_Service, required=True, resolver=resolve_service)})
+    mutation = type("Mutation", (graphene.ObjectType,), dict(mutations)) if mutations else None
+    return graphene.Schema(query=query, mutation=mutation, auto_camelcase=False)
+
+
+_SDLS: dict[int, tuple[GraphQLSchema, str]] = {}
+
+
+def sdl_of(graphql_schema: GraphQLSchema) -> str:
+    """:func:`federation_sdl` of ``graphql_schema``, made once per schema."""
+    found = _SDLS.get(id(graphql_schema))
+    if found is None or found[0] is not graphql_schema:
+        found = _SDLS[id(graphql_schema)] = (graphql_schema, federation_sdl(graphql_schema))
+    return found[1]
 
 
 def federation_sdl(graphql_schema: GraphQLSchema) -> str:
@@ -263,5 +287,5 @@ def federation_sdl(graphql_schema: GraphQLSchema) -> str:
     return print_ast(DocumentNode(definitions=tuple(definitions)))
 
 
-schema = graphene.Schema(query=Query, mutation=Mutation, auto_camelcase=False)
-SDL = federation_sdl(schema.graphql_schema)
+schema = build_schema(imap_query_fields(), imap_mutation_fields())  # IMAP's alone (tests; no kinds composed)
+SDL = sdl_of(schema.graphql_schema)

@@ -257,3 +257,32 @@ def test_a_mailbox_busy_on_its_server_is_cut_so_a_restart_does_not_wait_out_its_
     assert len(cut) == 1 and not cut[0].is_alive()  # cut after the grace, and stopped then: no leftover session
     released.clear()
     sup.stop_listening("a").get(timeout=10)
+
+
+class KindListener:
+    """What runtime.kinds.Registry.listeners holds: a factory and the source of its kind's integrations."""
+
+    def __init__(self, kind: str, storage: Storage, started: list[tuple[str, str]]) -> None:
+        self.integrations = storage
+
+        def factory(doc: dict[str, Any], *, supervisor: Any, generation: int, subdomain: str = "os") -> Any:
+            started.append((kind, doc["inboxId"]))
+            return DummyMailbox.start(doc)
+
+        self.factory = factory
+
+
+def test_each_integration_gets_the_listener_of_its_kind():
+    started: list[tuple[str, str]] = []
+    listeners = {"imap": KindListener("imap", Storage("m1", "m2"), started),
+                 "api": KindListener("api", Storage("a1"), started)}
+    proxy = SupervisorActor.start(storage=listeners["imap"].integrations, listeners=listeners).proxy()
+    assert proxy.start_all().get(timeout=5) == 3
+    assert sorted(started) == [("api", "a1"), ("imap", "m1"), ("imap", "m2")]
+    started.clear()
+    proxy.restart("a1").get(timeout=5)  # a procedure of the api kind asks
+    assert started == [("api", "a1")]
+    assert proxy.listening().get(timeout=5) == {"m1": True, "m2": True, "a1": True}
+    assert proxy.stop_listening("a1").get(timeout=5) is True
+    with pytest.raises(RequestError):
+        proxy.restart("unknown").get(timeout=5)

@@ -16,7 +16,7 @@ from actors.conversation import Conversations
 from actors.customer import Customers
 from actors.router import start_pipeline
 from runtime.cursor import Incoming
-from runtime.errors import RpcError, StorageError
+from runtime.errors import RpcError
 from runtime.mailparse import parse_mail
 from runtime.pipeline import pick_thread
 from runtime.storage import DONE
@@ -152,7 +152,7 @@ def test_a_batch_is_written_together_and_a_reply_lands_in_its_parents_conversati
     assert answers.done == [1, 2, 3] and answers.failed == []
     # no intents asked for (no message of the batch is stored); each deleted right after its announcement
     assert storage.calls == ["find_messages", "thread_candidates", "record_intents", "store_messages",
-                             "clear_intents", "clear_intents", "clear_intents"]  # no recorder: one by one
+                             "clear_intents", "clear_intents", "clear_intents"]
     conv = {m: d["inboxConversationId"] for m, d in storage.messages.items()}
     assert conv["<b@x>"] == conv["<a@x>"] != conv["<c@x>"]
     assert erxes.receive == [("<a@x>", None), ("<b@x>", conv["<a@x>"]), ("<c@x>", None)]
@@ -317,38 +317,3 @@ def test_a_mail_whose_intent_vanished_fails_as_transient_and_the_batch_goes_on(s
     assert answers.done == [1, 3] and answers.failed == [(2, True)]  # looked at again, not counted against it
     assert [m for m, _ in erxes.receive] == ["<a@x>", "<c@x>"]
 
-
-def test_intents_are_deleted_beside_the_next_announcements_and_a_failed_delete_fails_its_mails(storage):
-    """With a recorder thread (as each lane's actor has), an intent's delete runs while the next mails are
-    announced, taking every confirmation that came in meanwhile; a delete that fails fails its mails (the re-fetch
-    announces them again), the others are done."""
-    import concurrent.futures
-
-    erxes, answers = RecordingErxes(storage), Answers()
-    release = threading.Event()
-    clear = storage.clear_intents
-    deletes: list[int] = []
-
-    def slow_clear(oids: list[ObjectId]) -> None:
-        release.wait(5)  # the first delete is still running while the rest are announced
-        deletes.append(len(oids))
-        if len(deletes) == 2:
-            raise StorageError("the second delete failed")
-        clear(oids)
-
-    storage.clear_intents = slow_clear  # type: ignore[method-assign]
-    original = erxes.message_inserted
-
-    def announce(subdomain: str, **kwargs: Any) -> None:
-        original(subdomain, **kwargs)
-        if len(erxes.inserted) == 5:
-            release.set()
-
-    erxes.message_inserted = announce  # type: ignore[method-assign]
-    with concurrent.futures.ThreadPoolExecutor(1) as recorder:
-        Conversations(storage=storage, erxes=erxes, recorder=recorder).ingest_batch(
-            [(job(n, answers, message_id=f"<r{n}@x>"), "c") for n in range(1, 6)])
-    assert len(erxes.inserted) == 5
-    assert deletes == [1, 4]  # the first alone, the other four together while it ran
-    assert answers.done == [1] and sorted(uid for uid, _ in answers.failed) == [2, 3, 4, 5]
-    assert sorted(storage.intents) == ["<r2@x>", "<r3@x>", "<r4@x>", "<r5@x>"]  # announced again after a re-fetch

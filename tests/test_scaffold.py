@@ -3,16 +3,23 @@ temporary folder, and the generated tests pass as generated (pytest in a subproc
 names and folders that cannot be used are refused with exit status 2."""
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from runtime import scaffold
 from runtime.__main__ import main
+from tests.e2e import RuntimeProcess
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = {"README.md", "__init__.py", "actor.py", "graphql.py", "logic.py", "web.py", "tests/__init__.py",
@@ -113,3 +120,48 @@ def test_an_installed_kind_s_name_is_refused_too():
         scaffold.validate_name("chat", existing={"imap", "api", "chat"})
     assert scaffold.validate_name("chat", existing={"imap", "api"}) == "chat"
     assert {"imap", "api"} <= scaffold.existing_kinds()
+
+
+def post(port: int, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", **(headers or {})}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_runtime_serves_a_generated_kind_installed_through_the_entry_points(
+        services: dict[str, str], mongo_url: str, prefix: str, tmp_path: Path):
+    """The generated kind, installed as a distribution of its own (its entry point in a .dist-info on the path),
+    enabled with KINDS beside imap and api: the real runtime serves its procedure, route and GraphQL field, and
+    registers service:parrot in Redis (removed at a clean stop)."""
+    site = tmp_path / "site"
+    assert main(["new-kind", "parrot", "--into", str(site / "parrot")]) == 0
+    info = site / "parrot_kind-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: parrot-kind\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[imap_runtime.kinds]\nparrot = parrot:ParrotKind\n")
+    node = RuntimeProcess(services, mongo_url=mongo_url, prefix=prefix, log_path=tmp_path / "node.log")
+    node.env.update(KINDS="imap,api,parrot", PYTHONPATH=os.pathsep.join([str(REPO), str(site)]))
+    client = redis.Redis(host=node.env["REDIS_HOST"], port=int(node.env["REDIS_PORT"]), socket_timeout=5)
+    node.start(timeout=60)
+    try:
+        assert "Kinds: imap, api, parrot" in node.log_tail(200)
+        envelope = {"subdomain": "os", "data": {"echo": "hi"}}
+        assert post(node.port, "/parrot/rpc/ping", envelope) == (200, {"status": "success", "data": {
+            "status": "ok", "kind": "parrot", "integrations": 0, "echo": "hi"}})
+        assert post(node.port, "/rpc/parrot:ping", envelope)[1]["data"]["kind"] == "parrot"
+        status, reply = post(node.port, "/parrot/receive?integrationId=nope", {"messageId": "m1"})
+        assert status == 404 and "nope" in reply["error"]
+        user = base64.b64encode(json.dumps({"_id": "agent-1"}).encode()).decode()
+        status, reply = post(node.port, "/graphql", {"query": '{ parrotMessages(integrationId: "nope") { text } }'},
+                             {"user": user})
+        assert status == 200 and reply == {"data": {"parrotMessages": []}}, reply
+        address = client.get("service:parrot")
+        assert address is not None and address.decode().endswith("/parrot")
+    finally:
+        assert node.terminate(timeout=20) == 0
+    assert client.get("service:parrot") is None  # a clean stop removes it
+    client.close()

@@ -41,7 +41,7 @@ class DeliveryActor(pykka.ThreadingActor):
         bind_thread(f"api:{self.inbox_id}", self._subdomain)  # logs carry the kind with the integration
         bind_tenant(self._subdomain)
         self._self = self.actor_ref.proxy()
-        self._self.step()
+        self._self.step.defer()
 
     def step(self) -> None:
         now = time.monotonic()
@@ -53,7 +53,7 @@ class DeliveryActor(pykka.ThreadingActor):
                 due = None
             self._next_run = time.monotonic() + min(self._poll, due if due is not None else self._poll)
         time.sleep(max(0.0, min(SLICE, self._next_run - time.monotonic())))
-        self._self.step()
+        self._self.step.defer()
 
     def on_failure(self, exception_type: Any, exception_value: BaseException | None, traceback: Any) -> None:
         logger.error("Delivery actor of api integration %s crashed: %r", self.inbox_id, exception_value)

@@ -87,8 +87,9 @@ DEFAULTS: dict[str, Any] = {
     "console_password": "",
     "console_ops_view": False,
     "console_trust_proxy": False,
-    # -- integration kinds (runtime/kinds.py): the enabled ones, by name
-    "kinds": "imap,api",
+    # -- integration kinds (runtime/kinds.py): the enabled ones, by name. Only imap by default: beside erxes the
+    # runtime is the drop-in for plugin-imap-api, and service:api (with its GraphQL fields) is an operator's choice
+    "kinds": "imap",
     # -- the api kind (kinds/api): staff replies to callback URLs, retried with capped exponential backoff
     "api_retry_base_seconds": 1.0,
     "api_retry_max_seconds": 300.0,
@@ -226,7 +227,7 @@ class Config:
     console_password: str = field(default="", repr=False)
     console_ops_view: bool = False  # with STANDALONE=false: serve the read-only ops view (mailboxes, health)
     console_trust_proxy: bool = False  # behind a TLS-terminating proxy: X-Forwarded-Proto=https marks cookies Secure
-    kinds: tuple[str, ...] = ("imap", "api")  # the enabled integration kinds (runtime/kinds.py), in start-up order
+    kinds: tuple[str, ...] = ("imap",)  # the enabled integration kinds (runtime/kinds.py), in start-up order
     # the api kind's deliveries (kinds/api/delivery.py): first retry after base, doubling up to max (jittered to
     # 50-100 %), given up retry_for after the first try; one POST within timeout; the outbox read every poll
     api_retry_base_seconds: float = 1.0

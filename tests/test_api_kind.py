@@ -25,7 +25,7 @@ from tests.e2e import runtime_config
 SECRET = "s3cret-of-sixteen-plus"
 USER = base64.b64encode(json.dumps({"_id": "agent-1", "username": "agent",
                                     "details": {"fullName": "Agent One"}}).encode()).decode()
-FAST = {"api_retry_base_seconds": 0.1, "api_retry_max_seconds": 0.4, "api_delivery_poll_seconds": 0.1}
+FAST = {"kinds": ("imap", "api"), "api_retry_base_seconds": 0.1, "api_retry_max_seconds": 0.4, "api_delivery_poll_seconds": 0.1}
 
 
 def signature(body: bytes, secret: str = SECRET) -> str:

@@ -43,8 +43,9 @@ class ApiReceiveHandler(tornado.web.RequestHandler):
             return self.fail(400, str(exc))
         try:
             doc = await asyncio.to_thread(self.store.get_integration, inbox_id)
-        except (PyMongoError, RuntimeFault) as exc:
-            return self.fail(503, f"the database did not answer: {exc}")
+        except (PyMongoError, RuntimeFault) as exc:  # its words stay in the log: the caller is not signed in yet
+            logger.warning("api integration %s: cannot read it: %s", inbox_id, exc)
+            return self.fail(503, "the database did not answer; post again")
         if doc is None:
             return self.fail(404, f"integration {inbox_id} not found")
         body = self.request.body
@@ -58,7 +59,7 @@ class ApiReceiveHandler(tornado.web.RequestHandler):
             result = await asyncio.to_thread(self.ingest.ingest, subdomain, inbox_id, message)
         except (RuntimeFault, PyMongoError) as exc:
             logger.warning("api integration %s: message %s not stored yet: %s", inbox_id, message.message_id, exc)
-            return self.fail(503, f"not stored yet, post again: {exc}")
+            return self.fail(503, "not stored yet (erxes or the database did not answer); post again")
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(result))
 

@@ -8,6 +8,8 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY runtime ./runtime
 COPY actors ./actors
 COPY web ./web
+COPY kinds ./kinds
+COPY app ./app
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 imap
 COPY configs.json ./configs.json
 USER imap

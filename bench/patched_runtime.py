@@ -176,7 +176,7 @@ def main() -> int:
     for name in filter(None, os.environ.get("BENCH_PATCHES", "").split(",")):
         PATCHES[name]()
         print(f"bench.patched_runtime: EXPERIMENT: patch {name} applied", file=sys.stderr, flush=True)
-    from runtime.__main__ import main as runtime_main
+    from app.main import main as runtime_main
 
     return runtime_main()
 

@@ -22,7 +22,7 @@ logger = logging.getLogger("runtime.emulator")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from runtime.__main__ import setup_logging, stop_on_signals
+    from runtime.cli import setup_logging, stop_on_signals
 
     parser = argparse.ArgumentParser(prog="python -m runtime.emulator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config)
     stop = stop_on_signals()
 
-    from runtime.process import start_broker  # late: a bad setting is reported without them
+    from runtime.serving import start_broker  # late: a bad setting is reported without them
     from runtime.tenants import start_tenants
 
     tenants = broker = None

@@ -130,7 +130,7 @@ def delete_queues(amqp_url: str, suffix: str) -> None:
 @pytest.fixture
 def runtime(services: dict[str, str], mongo_url: str, prefix: str) -> Iterator[Any]:
     """An in-process runtime (standalone: the erxes emulation) on this test's database and queue suffix."""
-    from runtime.process import Runtime
+    from app.process import Runtime
     from tests.e2e import runtime_config
 
     rt = Runtime(runtime_config(services, mongo_url=mongo_url, prefix=prefix))

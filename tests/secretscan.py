@@ -158,7 +158,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.log_level = "WARNING"  # the root logger goes to DEBUG below; pytest's reports stay as they were
     import tornado.web
 
-    from runtime.__main__ import quiet_libraries
+    from runtime.cli import quiet_libraries
     from runtime.broker import _envelope
     from runtime.sealing import Sealer
 

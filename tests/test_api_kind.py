@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from runtime.broker.amqp import AmqpBroker
-from runtime.process import Runtime
+from app.process import Runtime
 from tests.conftest import wait_for
 from tests.e2e import runtime_config
 

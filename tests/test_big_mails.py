@@ -12,7 +12,7 @@ import pytest
 
 from runtime.erxes import ErxesClient
 from runtime.imap import connect
-from runtime.process import Runtime
+from app.process import Runtime
 from tests.conftest import make_mail, wait_for
 from tests.e2e import runtime_config
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from runtime.process import Runtime
+from app.process import Runtime
 from tests.conftest import REPO, MailServer, both_servers, make_mail, wait_for
 from tests.e2e import Caller, runtime_config
 from tests.faultproxy import FaultProxy

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from runtime.process import Runtime
+from app.process import Runtime
 from tests.conftest import both_servers, make_mail, wait_for
 from tests.e2e import runtime_config
 

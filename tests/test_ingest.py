@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import redis
 
-from runtime.__main__ import quiet_libraries
+from runtime.cli import quiet_libraries
 from runtime.errors import RpcError
-from runtime.process import Runtime
+from app.process import Runtime
 from tests.conftest import MailServer, both_servers, make_mail, wait_for
 from tests.e2e import connect_mailbox, runtime_config
 

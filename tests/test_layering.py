@@ -1,17 +1,16 @@
 """The house's layering, read from the code's own imports (every ``import``, at module level or inside a function):
 no import cycle among the project's modules, ``runtime/`` (the bottom layer) imports neither ``actors/`` nor
-``web/`` except in the composition root that still lives there (issue 15 moves it out), nothing below ``kinds/``
-imports a kind (kinds are loaded by name, runtime/kinds.py), and no kind imports another."""
+``web/``, nothing below ``kinds/`` imports a kind (kinds are loaded by name, runtime/kinds.py), no kind imports
+another, and only the commands import the composition root ``app/``, which sits on top of everything."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("runtime", "actors", "web", "kinds")
-# The composition root: it starts the actors and the web server. It is to leave runtime/ (issue 15 item 3); the
-# test fails when another module of runtime/ reaches up, and when one of these no longer needs to be listed.
-COMPOSITION_ROOT = {"runtime.process"}
+PACKAGES = ("runtime", "actors", "web", "kinds", "app")
+# ``python -m runtime``, the documented way to start from a checkout: a command that nothing imports
+COMMANDS = {"runtime.__main__"}
 
 
 def modules() -> dict[str, Path]:
@@ -80,19 +79,25 @@ def test_no_import_cycle_among_the_project_s_modules():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
-def test_runtime_imports_neither_actors_nor_web_outside_the_composition_root():
+def test_runtime_imports_neither_actors_nor_web():
     edges = graph()
-    upward = {name: sorted(t for t in targets if t.split(".")[0] in ("actors", "web"))
+    upward = {name: sorted(t for t in targets if t.split(".")[0] in ("actors", "web", "kinds"))
               for name, targets in edges.items() if name.split(".")[0] == "runtime"}
-    reaching = {name: targets for name, targets in upward.items() if targets}
-    assert set(reaching) - COMPOSITION_ROOT == set(), f"runtime/ reaches up: {reaching}"
-    assert COMPOSITION_ROOT <= set(reaching), "the composition root no longer needs its exception: remove it"
+    assert {name: t for name, t in upward.items() if t} == {}, "runtime/ reaches up"
+
+
+def test_only_the_commands_import_the_composition_root():
+    edges = graph()
+    importers = {name for name, targets in edges.items()
+                 if name.split(".")[0] != "app" and any(t.split(".")[0] == "app" for t in targets)}
+    assert importers == COMMANDS
+    assert not any(t.split(".")[0] == "app" for name in COMMANDS for t in edges[name] if t != "app.main")
 
 
 def test_the_graph_sees_known_imports():  # the reader itself: a cycle test over an empty graph would prove nothing
     edges = graph()
     assert "runtime.hosts" in edges["runtime.imap"] and "runtime.oauth" in edges["runtime.smtp"]
-    assert "actors.supervisor" in edges["runtime.process"]
+    assert "actors.supervisor" in edges["app.process"] and "app.main" in edges["runtime.__main__"]
 
 
 def kind_of(module: str) -> str | None:

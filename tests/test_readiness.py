@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from runtime.process import Runtime
+from app.process import Runtime
 from tests.conftest import MailServer, wait_for
 from tests.e2e import REPO, Caller, RuntimeProcess, runtime_config
 from tests.faultproxy import FaultProxy

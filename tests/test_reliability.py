@@ -40,7 +40,7 @@ from actors.customer import CustomerActor
 from actors.mailbox import MailboxActor
 from runtime.errors import MailParseError
 from runtime.mailparse import parse_mail
-from runtime.process import Runtime
+from app.process import Runtime
 from tests import corpus
 from tests.conftest import MailServer, make_mail, wait_for
 from tests.e2e import Caller, RuntimeProcess, free_port, runtime_config

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from runtime import scaffold
-from runtime.__main__ import main
+from app.main import main
 from tests.e2e import RuntimeProcess
 
 REPO = Path(__file__).resolve().parent.parent

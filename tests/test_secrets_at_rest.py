@@ -12,7 +12,7 @@ from typing import Any
 
 from bson import json_util
 
-from runtime.process import Runtime
+from app.process import Runtime
 from runtime.sealing import PREFIX, Sealer, new_key
 from tests.conftest import MailServer, make_mail, wait_for
 from tests.e2e import Caller, runtime_config

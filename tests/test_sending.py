@@ -23,7 +23,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from runtime.errors import AuthenticationFailed, MailboxError, OutboundError, OutboundTooLarge, RequestError
 from runtime.erxes import ErxesClient
 from runtime.fence import Fence
-from runtime.process import Runtime
+from app.process import Runtime
 from runtime.sending import MailSender
 from runtime.smtp import SmtpRefused
 from runtime.storage import Storage

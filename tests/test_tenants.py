@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import pymongo
 import pytest
 
-from runtime.process import Runtime
+from app.process import Runtime
 from tests.conftest import make_mail, wait_for
 from tests.e2e import Caller, runtime_config
 

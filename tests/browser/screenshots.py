@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pymongo
 
-from runtime.process import Runtime
+from app.process import Runtime
 from tests.browser.conftest import make_driver, quit_driver
 from tests.browser.test_console_browser import add_mailbox, html_mail, sign_in, wait
 from tests.conftest import MailServer, read_env_file, wait_for

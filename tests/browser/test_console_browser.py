@@ -25,7 +25,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from runtime.process import Runtime
+from app.process import Runtime
 from tests.conftest import MailServer, time_now, wait_for
 from tests.e2e import runtime_config
 from tests.secretscan import register_secret

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import pytest
 
 from runtime.config import load_config
-from runtime.process import Runtime
+from app.process import Runtime
 from tests.e2e import runtime_config
 from tests.secretscan import register_secret
 

@@ -21,7 +21,7 @@ from graphql import parse
 
 from actors.web import WebActor
 from runtime.logs_collect import collect_items
-from runtime.process import Runtime
+from app.process import Runtime
 from tests.conftest import wait_for
 from tests.e2e import connect_mailbox
 from web import attachments, graphql

@@ -180,7 +180,7 @@ def reconnects() -> float:
 
 
 def test_broker_reconnects_are_counted(amqp_url: str) -> None:
-    from runtime.process import MeteredAmqpBroker
+    from runtime.serving import MeteredAmqpBroker
 
     target = urllib.parse.urlsplit(amqp_url)
     with FaultProxy(target.hostname or "127.0.0.1", target.port or 5672) as rabbit:

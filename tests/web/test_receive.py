@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from runtime.process import Runtime
+from app.process import Runtime
 from runtime.push import sign, verify
 from tests.conftest import make_mail, wait_for
 from tests.e2e import Caller, runtime_config

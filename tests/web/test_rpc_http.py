@@ -12,7 +12,7 @@ import redis
 
 from runtime.errors import RpcError
 from runtime.procedures import ImapProcedures
-from runtime.process import Runtime
+from app.process import Runtime
 from tests.conftest import MailServer, make_mail, wait_for
 from tests.e2e import Caller, runtime_config
 from tests.runtime.test_http_client import FakeErxes

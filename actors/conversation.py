@@ -25,12 +25,12 @@ from bson import ObjectId
 
 from actors._answer import answer, is_transient
 from runtime import metrics
-from runtime.cursor import Incoming
+from runtime.pipeline import Incoming
 from runtime.errors import StorageError
 from runtime.logctx import bind
 from runtime.pipeline import Backlog, ThreadMap, grouped, pick_thread, thread_ids, unique_rounds
 from runtime.tenants import bound
-from runtime.loops import classify, is_own_mail
+from runtime.mail.loops import classify, is_own_mail
 from runtime.storage import DONE, PENDING, STORED, utcnow
 
 __all__ = ["Conversations", "ConversationActor"]

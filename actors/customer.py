@@ -12,13 +12,13 @@ from typing import Any, Callable
 
 import pykka
 
-from runtime.cursor import Incoming
+from runtime.pipeline import Incoming
 from actors._answer import answer, is_transient
 from runtime.errors import MailRejected
 from runtime.logctx import bind
 from runtime.pipeline import Backlog, Stripes, grouped
 from runtime.tenants import bound
-from runtime.loops import is_own_mail
+from runtime.mail.loops import is_own_mail
 
 __all__ = ["Customers", "CustomerActor"]
 

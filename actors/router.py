@@ -13,7 +13,7 @@ import pykka
 
 from actors.conversation import ConversationActor
 from actors.customer import CustomerActor
-from runtime.cursor import Incoming
+from runtime.pipeline import Incoming
 from runtime.pipeline import Backlog, InFlight, Stripes
 
 __all__ = ["Router", "start_pipeline"]

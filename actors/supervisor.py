@@ -66,7 +66,7 @@ class Supervisor:
                  ownership: Any = None, drain: Callable[[float], None] = lambda timeout: None,
                  interrupt: Callable[[Any], None] = lambda ref: None) -> None:
         self._ownership = ownership or SoleOwner()  # runtime.leases.Leases, or SoleOwner
-        self._interrupt = interrupt  # cuts a mailbox's connection from outside (MailboxActor.interrupt)
+        self._interrupt = interrupt  # cuts a mailbox's connection from outside (actors/interrupt.py)
         self._drain = drain  # returns once the pipeline finished the mail handed to it so far (bounded)
         self._storage = storage
         # kind -> an object with .factory and .integrations (runtime.kinds.Registry.listeners)

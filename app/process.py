@@ -25,8 +25,8 @@ from typing import Any, Callable
 import pykka
 import redis
 
+from actors.interrupt import interrupt
 from actors.lease_keeper import LeaseKeeperActor
-from actors.mailbox import MailboxActor
 from actors.router import start_pipeline
 from actors.supervisor import SupervisorActor
 from actors.web import WebActor
@@ -36,7 +36,6 @@ from runtime.config import Config
 from runtime.detect import Mode, decide
 from runtime.erxes import ErxesClient
 from runtime.fence import Fence, install as install_fence
-from runtime.imap import connect
 from runtime.kinds import Kind, KindConflict, Registry, Services, load_kinds
 from runtime.leases import Leases, SoleOwner, Timings
 from runtime.registry import Registration, queue_actions, redis_client, service_address
@@ -60,7 +59,7 @@ REGISTRATION_WAIT = 2.0  # how long start() waits for the Redis registration bef
 @dataclass
 class Runtime:
     config: Config
-    imap_factory: Callable[..., Any] = connect
+    imap_factory: Callable[..., Any] | None = None  # the IMAP kind's connect, unless a test hands another
     storage: Storage | TenantStorage | None = None
     tenants: Tenants | None = None
     broker: AmqpBroker | None = None
@@ -106,11 +105,11 @@ class Runtime:
         self.supervisor = self._spawn(SupervisorActor.start(
             storage=self.storage, listeners=self.kinds.listeners, tenants=self.tenants.known,
             max_delay=self.config.restart_max_delay_seconds, ownership=self.ownership,
-            interrupt=MailboxActor.interrupt,
+            interrupt=interrupt,
             drain=pipeline.drain)).proxy()
         services = Services(config=self.config, tenants=self.tenants, storage=self.storage, broker=self.broker,
                             erxes=erxes, fence=fence, supervisor=self.supervisor, ownership=self.ownership,
-                            pipeline=pipeline, timeout=ASK_TIMEOUT, extra={"imap_factory": self.imap_factory})
+                            pipeline=pipeline, timeout=ASK_TIMEOUT, extra={"imap_factory": self.imap_factory} if self.imap_factory else {})
         kinds = load_kinds(self.config.kinds)
         for kind in kinds:  # before start_all: the supervisor reads the listeners the kinds registered
             self.kinds.setup(kind, services)
@@ -197,7 +196,7 @@ def start_ownership(config: Config, *, saas: bool) -> Leases | SoleOwner:
         return SoleOwner()
     client = redis_client(config, timeout=min(2.0, config.lease_seconds / 10))
     return Leases(client, timings=Timings.from_lease(config.lease_seconds), suffix=config.message_broker_prefix,
-                  saas=saas, interrupt=MailboxActor.interrupt)
+                  saas=saas, interrupt=interrupt)
 
 
 def http_prefix(kind: Kind) -> str:

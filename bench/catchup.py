@@ -1,5 +1,5 @@
 """Catch-up throughput: mails that arrived while the runtime was stopped, from its start to all stored; next to a
-bare imapclient loop that fetches (UID FETCH BODY.PEEK[] in batches) and parses (runtime.mailparse.parse_mail)
+bare imapclient loop that fetches (UID FETCH BODY.PEEK[] in batches) and parses (runtime.mail.parse.parse_mail)
 the same mails without storing them.
 
     .venv/bin/python -m bench.catchup [--mails 10000] [--profile] [--erxes separate]
@@ -66,7 +66,7 @@ def append_all(services: dict[str, str], user: str, password: str, raws: list[by
 
 def bare_loop(services: dict[str, str], user: str, password: str, batch: int) -> dict[str, Any]:
     """Fetch every mail of INBOX in batches of ``batch`` UIDs and parse it; nothing is stored."""
-    from runtime.mailparse import parse_mail
+    from runtime.mail.parse import parse_mail
 
     t0 = time.perf_counter()
     parse_s = 0.0

@@ -195,7 +195,7 @@ class Run:
 def delete_queues(amqp_url: str, suffix: str) -> None:
     import pika
 
-    from runtime.procedures import ImapProcedures
+    from kinds.imap.procedures import ImapProcedures
     from runtime.standalone import Standalone
 
     procs = ImapProcedures(storage=None, supervisor=None)

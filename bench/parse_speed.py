@@ -1,4 +1,4 @@
-"""Parse cost per mail (runtime.mailparse.parse_mail) on the benchmark corpus, and an EXPERIMENT: the same parse
+"""Parse cost per mail (runtime.mail.parse.parse_mail) on the benchmark corpus, and an EXPERIMENT: the same parse
 with the stdlib's ``email.policy.compat32`` instead of ``email.policy.default`` (whose header registry re-parses
 Content-Type and friends on every ``get_content_type()``/``get_filename()`` call), with a check that both give the
 same ParsedMail for every mail of the corpus. Product code is not touched (the policy is swapped in memory).
@@ -19,7 +19,7 @@ from bench.corpus import realistic_mix
 
 
 def timed_parse(raws: list[bytes]) -> tuple[float, list[Any]]:
-    from runtime.mailparse import parse_mail
+    from runtime.mail.parse import parse_mail
 
     t0 = time.perf_counter()
     out = [parse_mail(r) for r in raws]
@@ -28,7 +28,7 @@ def timed_parse(raws: list[bytes]) -> tuple[float, list[Any]]:
 
 def outcomes(raws: list[bytes]) -> list[Any]:
     from runtime.errors import MailParseError
-    from runtime.mailparse import parse_mail
+    from runtime.mail.parse import parse_mail
 
     out: list[Any] = []
     for raw in raws:
@@ -42,7 +42,7 @@ def outcomes(raws: list[bytes]) -> list[Any]:
 
 
 def main() -> None:
-    import runtime.mailparse as mp
+    import runtime.mail.parse as mp
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mails", type=int, default=2000)

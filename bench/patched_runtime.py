@@ -8,7 +8,7 @@ Patches:
                        references $in) and the earliest match with a conversation picked in Python, instead of
                        one ``$or`` + ``inboxConversationId $nin`` + sort, which SecantusDB answers with a
                        collection scan (bench/storage_ops.py). Same answer.
-  shared-tls-context   ``runtime.imap.tls_context`` (``runtime.hosts``' since) memoised per CA (one SSLContext shared by all mailboxes, which
+  shared-tls-context   ``kinds.imap.connection.tls_context`` (``runtime.hosts``' since) memoised per CA (one SSLContext shared by all mailboxes, which
                        SSLContext allows) instead of a new context loading the system's 144 CA certificates
                        (~18 ms of CPU) at every connect, TLS or not.
   switch-interval      ``sys.setswitchinterval(0.0005)`` instead of Python's 5 ms: a thread that waits for the GIL
@@ -48,9 +48,9 @@ def _split_thread_lookup() -> None:
 def _shared_tls_context() -> None:
     import functools
 
-    import runtime.imap
+    import kinds.imap.connection
 
-    runtime.imap.tls_context = functools.lru_cache(maxsize=64)(runtime.imap.tls_context)  # type: ignore[assignment]
+    kinds.imap.connection.tls_context = functools.lru_cache(maxsize=64)(kinds.imap.connection.tls_context)  # type: ignore[assignment]
 
 
 def _gc_log() -> None:
@@ -121,8 +121,8 @@ def _switch_interval() -> None:
 
 
 TRACED = {  # module: {class (or "" for module functions): [function names]}: the steps of one mail
-    "runtime.idle": {"IdleClient": ["idle", "idle_check", "idle_done", "search", "fetch", "sizes_from", "select_folder"]},
-    "runtime.mailbox": {"Mailbox": ["tick", "_sync_one_batch", "_idle_slice", "_save_cursor", "mail_done"],
+    "kinds.imap.idle": {"IdleClient": ["idle", "idle_check", "idle_done", "search", "fetch", "sizes_from", "select_folder"]},
+    "kinds.imap.mailbox": {"Mailbox": ["tick", "_sync_one_batch", "_idle_slice", "_save_cursor", "mail_done"],
                         "": ["parse_mail"]},
     "runtime.storage": {"Storage": ["find_customers", "find_customer", "save_customer", "find_messages",
                                     "find_intents", "thread_candidates", "record_intents", "store_messages",

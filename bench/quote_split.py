@@ -1,11 +1,11 @@
-"""The quote split of a 1 MB hostile mail (issue 12 item 3): CPU of ``runtime.quoting`` today against the code
+"""The quote split of a 1 MB hostile mail (issue 12 item 3): CPU of ``runtime.mail.quoting`` today against the code
 before the fix, measured in one run.
 
-The old code is ``runtime/quoting.py`` at ``--old-ref`` (default ``ff9c0ce``, the commit the issue measured), read
+The old code is ``runtime/mail/quoting.py`` at ``--old-ref`` (default ``ff9c0ce``, the commit the issue measured), read
 with ``git show`` into a temporary module; nothing in the work tree changes. Each old measurement runs in a
 subprocess killed after ``--budget`` seconds of wall time, at doubling sizes from 7 KB until one takes longer
 than the budget or 1 MB is reached. Today's code is measured at 1 MB for every vector, and so is what a view of
-the mail costs (``web.schema.mail_data``: the split, then the sanitiser on body, newContent and replies) the first
+the mail costs (``kinds.imap.graphql.mail_data``: the split, then the sanitiser on body, newContent and replies) the first
 time and once the split record is kept. CPU is ``time.process_time`` of the one call.
 
     .venv/bin/python -m bench.quote_split [--budget 30] [--old-ref ff9c0ce]
@@ -103,8 +103,8 @@ def measure_old(old_source: Path, vector: str, budget: float) -> list[dict[str, 
 
 
 def measure_new(vector_text: str) -> dict[str, Any]:
-    from runtime.quoting import split_quoted, split_record
-    from web.schema import mail_data
+    from runtime.mail.quoting import split_quoted, split_record
+    from kinds.imap.graphql import mail_data
 
     split_cpu, split = cpu(lambda: split_quoted(vector_text))
     record_cpu, record = cpu(lambda: split_record(vector_text))
@@ -121,9 +121,9 @@ def measure_new(vector_text: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=30.0, help="seconds per old measurement (then killed)")
-    parser.add_argument("--old-ref", default="ff9c0ce", help="the commit whose runtime/quoting.py is 'before'")
+    parser.add_argument("--old-ref", default="ff9c0ce", help="the commit whose runtime/mail/quoting.py is 'before'")
     args = parser.parse_args()
-    old_code = subprocess.run(["git", "show", f"{args.old_ref}:runtime/quoting.py"], capture_output=True, text=True,
+    old_code = subprocess.run(["git", "show", f"{args.old_ref}:runtime/mail/quoting.py"], capture_output=True, text=True,
                               cwd=REPO, check=True, timeout=30).stdout
     results: dict[str, Any] = {"command": command_line(), "machine": machine_info(), "old_ref": args.old_ref,
                                "budget_seconds": args.budget, "vectors": {}}

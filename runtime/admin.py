@@ -27,7 +27,7 @@ from pymongo.errors import PyMongoError
 from runtime.config import load_config
 from runtime.errors import ConfigError, RuntimeFault
 from runtime.leases import Leases, Timings
-from runtime.push import sign
+from runtime.signing import sign
 from runtime.registry import redis_client
 from runtime.sealing import Sealer, new_key
 from runtime.storage import Storage

@@ -156,46 +156,11 @@ def run_check(config: Config, *, out: TextIO, timeout: float = 5.0) -> int:
             continue
         line(reason is None, f"{server.name} at {server.where}", "answers" if reason is None else reason)
     if reachable.get("MongoDB"):
-        for ok, item, detail in mailbox_logins(config, timeout=timeout):
-            line(ok, item, detail)
+        from runtime.kinds import load_kinds  # late: the kinds' code is loaded only for this
+
+        for kind in load_kinds(config.kinds):
+            for ok, item, detail in kind.check(config, timeout=timeout):
+                line(ok, item, detail)
     else:
         line(False, "mailboxes", "not checked: MongoDB does not answer")
     return 0 if failures == 0 else 1
-
-
-def mailbox_logins(config: Config, *, timeout: float) -> list[tuple[bool, str, str]]:
-    """Log in to every stored mailbox (every tenant's with VERSION=saas) and out again."""
-    from runtime.errors import MailboxError
-    from runtime.imap import ImapSettings, connect
-    from runtime.tenants import start_tenants
-
-    results: list[tuple[bool, str, str]] = []
-    tenants = start_tenants(config, announce=False)
-    try:
-        subdomains = tenants.known()
-        for subdomain in subdomains:
-            storage = tenants.storage(subdomain)
-            docs = storage.list_integrations()
-            prefix = f"{subdomain}/" if tenants.saas else ""
-            if not docs and not tenants.saas:
-                results.append((True, "mailboxes", "none stored"))
-            for doc in docs:
-                item = f"mailbox {prefix}{doc.get('inboxId')} ({doc.get('user')})"
-                if doc.get("sealError"):
-                    results.append((False, item, str(doc["sealError"])))
-                    continue
-                try:
-                    settings = ImapSettings.from_integration(doc, min(timeout, config.imap_timeout_seconds),
-                                                             storage=storage)
-                    client = connect(settings)
-                except (MailboxError, KeyError, ValueError) as exc:
-                    results.append((False, item, short(exc)))
-                    continue
-                try:
-                    client.logout()
-                except Exception:  # noqa: BLE001 - the login was what we checked
-                    pass
-                results.append((True, item, f"login to {settings.host}:{settings.port} accepted"))
-    finally:
-        tenants.close()
-    return results

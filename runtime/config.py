@@ -191,7 +191,7 @@ class Config:
     leases: str = "redis"
     lease_seconds: float = 10
     node_id: str = ""
-    oauth_redirect_url: str = ""  # the public address of GET /login (web/login.py)
+    oauth_redirect_url: str = ""  # the public address of GET /login (kinds/imap/login.py)
     rpc_allowed_networks: tuple[str, ...] = PRIVATE_NETWORKS  # CIDRs allowed to call POST /rpc/<procedure>
     rpc_token: str = field(default="", repr=False)  # when set, POST /rpc needs "Authorization: Bearer <token>"
     max_request_bytes: int = 15 * 1024 * 1024  # request body limit of every route but /receive (max_mail_bytes)
@@ -220,7 +220,7 @@ class Config:
     http_idle_timeout_seconds: float = 60.0
     http_max_header_bytes: int = 64 * 1024
     http_max_connections: int = 1000
-    # GET /login?integrationId= (web/login.py): erxes owners (isOwner in the user header) and these users (ids,
+    # GET /login?integrationId= (kinds/imap/login.py): erxes owners (isOwner in the user header) and these users (ids,
     # emails or usernames) may start a sign-in.
     login_allowed_users: tuple[str, ...] = ()
     # the web console (web/console): kept only to hash at start (never logged, never stored)

@@ -61,7 +61,7 @@ class MailboxError(RuntimeFault):
 
 class FolderUnavailable(MailboxError):
     """A configured folder cannot be selected (not on the server, ambiguous, refused): that folder is skipped and
-    retried on its own schedule (runtime/folders.py); the mailbox's connection and other folders go on."""
+    retried on its own schedule (kinds/imap/folders.py); the mailbox's connection and other folders go on."""
 
 
 class AuthenticationFailed(MailboxError):

@@ -58,6 +58,11 @@ class Kind:
         """Add the kind's procedures, routes, GraphQL fields and listener to ``registry``."""
         raise NotImplementedError
 
+    def check(self, config: Any, *, timeout: float) -> list[tuple[bool, str, str]]:
+        """``imap-runtime check``'s lines for this kind, ``(ok, item, detail)`` each (IMAP: every stored mailbox's
+        login); run after the servers answered."""
+        return []
+
     def service_config(self, config: Any) -> dict[str, Any]:
         """The ``service:config:<name>`` document erxes's gateway and core read."""
         return {"dbConnectionString": getattr(config, "mongo_url", ""), "hasSubscriptions": False,

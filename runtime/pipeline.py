@@ -9,13 +9,28 @@ one conversation"), and different threads' round trips overlap in different lane
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Backlog", "InFlight", "Stripes", "ThreadMap", "grouped", "lane_of", "pick_thread", "thread_ids",
+__all__ = ["Backlog", "InFlight", "Incoming", "Stripes", "ThreadMap", "grouped", "lane_of", "pick_thread", "thread_ids",
            "thread_root", "unique_rounds"]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One fetched mail on its way through the pipeline (listener -> customer -> conversation -> listener)."""
+
+    inbox_id: str
+    subdomain: str
+    folder: str  # where the listener found it (IMAP: the folder; a push: its own marker)
+    uid: int  # its position there, what the listener's progress counts (IMAP: the UID)
+    mail: object  # runtime.mail.parse.ParsedMail
+    mailbox: object  # whom to tell ``mail_done(folder, uid)`` / ``mail_failed(folder, uid, error)``
+    fetched_at: dt.datetime | None = None
 
 
 def thread_ids(mail: Any) -> list[str]:

@@ -31,7 +31,6 @@ from redis.retry import Retry
 from runtime.broker.amqp import Backoff
 from runtime.config import Config
 from runtime.errors import BrokerError
-from runtime.procedures import SERVICE
 
 __all__ = [
     "Registration",
@@ -58,6 +57,8 @@ def redis_client(config: Config, *, timeout: float = 5.0) -> redis.Redis:
                        socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1))
 
 
+DEFAULT_SERVICE = "imap"  # the name erxes's plugin-imap-api registers; app/process.py passes each kind's own
+
 def service_address(config: Config, port: int) -> str:
     """Where erxes services reach us: ``LOAD_BALANCER_ADDRESS``, else ``http://localhost:<port>``."""
     return (config.load_balancer_address.strip() or f"http://localhost:{port}").rstrip("/")
@@ -76,14 +77,14 @@ def queue_actions(names: Iterable[str], suffix: str) -> list[str]:
     return [name.partition(":")[2] + suffix if ":" in name else name + suffix for name in names]
 
 
-def register_queue_names(client: redis.Redis, actions: list[str], service: str = SERVICE) -> None:
+def register_queue_names(client: redis.Redis, actions: list[str], service: str = DEFAULT_SERVICE) -> None:
     """erxes senders refuse to publish to an action missing from ``service:queuenames:<service>``."""
     if actions:
         client.sadd(f"service:queuenames:{service}", *actions)
 
 
 def register(client: redis.Redis, *, address: str, config_doc: dict[str, Any], actions: list[str],
-             service: str = SERVICE) -> None:
+             service: str = DEFAULT_SERVICE) -> None:
     """The three registration writes, in one round trip. Raises redis.RedisError."""
     pipe = client.pipeline(transaction=False)
     pipe.set(f"service:config:{service}", json.dumps(config_doc))
@@ -97,7 +98,7 @@ def register(client: redis.Redis, *, address: str, config_doc: dict[str, Any], a
 _DELETE_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
-def remove_address(client: redis.Redis, address: str, service: str = SERVICE) -> bool:
+def remove_address(client: redis.Redis, address: str, service: str = DEFAULT_SERVICE) -> bool:
     """Remove ``service:<service>`` when it still points at ``address``; True when it did. Raises
     redis.RedisError."""
     return bool(client.eval(_DELETE_IF, 1, f"service:{service}", address))
@@ -108,7 +109,7 @@ class Registration:
 
     def __init__(self, client: redis.Redis, *, address: str, config_doc: dict[str, Any], actions: list[str],
                  backoff: Backoff | None = None, refresh: float = REFRESH_SECONDS, where: str = "Redis",
-                 service: str = SERVICE) -> None:
+                 service: str = DEFAULT_SERVICE) -> None:
         self.service = service
         self._client = client
         self._address = address

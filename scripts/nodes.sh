@@ -48,7 +48,7 @@ done
 cat <<MSG
 
 $COUNT nodes share the mailboxes (MESSAGE_BROKER_PREFIX='${MESSAGE_BROKER_PREFIX:-}', leases in Redis at
-$REDIS_HOST:$REDIS_PORT). Connect mailboxes with runtime.demo (see scripts/run.sh) or erxes, then:
+$REDIS_HOST:$REDIS_PORT). Connect mailboxes with kinds.imap.demo (see scripts/run.sh) or erxes, then:
 
   set -a; . $STATE/services.env; set +a
   .venv/bin/python -m runtime.admin owners

@@ -24,7 +24,7 @@ runtime_alive() { [[ -s "$STATE/runtime.pid" ]] && kill -0 "$(cat "$STATE/runtim
 if [[ "${1:-}" == --reset ]]; then
   runtime_alive && { echo "run: the demo runs (pid $(cat "$STATE/runtime.pid")): stop it first (Ctrl-C)" >&2; exit 1; }
   if [[ -s "$STATE/demo.env" && -x "$PY" ]]; then   # its queues, in a RabbitMQ that may be shared
-    (set -a; . "$STATE/demo.env"; set +a; "$PY" -m runtime.demo reset) || true
+    (set -a; . "$STATE/demo.env"; set +a; "$PY" -m kinds.imap.demo reset) || true
   fi
   if [[ -d "$STATE" ]]; then bash scripts/services.sh stop "$STATE" >/dev/null; fi
   rm -rf "$STATE/mongo" "$STATE/mail" "$STATE/rabbit" "$STATE/log" "$STATE/runtime.pid" "$STATE/demo.env"
@@ -62,7 +62,7 @@ for _ in $(seq 1 120); do
   kill -0 "$pid" 2>/dev/null || { echo "imap-runtime exited; see the log above" >&2; pid=""; exit 1; }
   sleep 0.5
 done
-"$PY" -m runtime.demo connect --user demo --password demo-password --imap-port "$IMAP_PORT" \
+"$PY" -m kinds.imap.demo connect --user demo --password demo-password --imap-port "$IMAP_PORT" \
   --smtp-port "$SUBMISSION_PORT"
 cat <<MSG
 
@@ -73,8 +73,8 @@ The demo mailbox demo@localhost is connected. In another terminal:
 
   cd $REPO
   set -a; . $STATE/services.env; set +a
-  .venv/bin/python -m runtime.demo send --smtp-port $SMTP_PORT --subject "Where is my order?"
-  .venv/bin/python -m runtime.demo show
+  .venv/bin/python -m kinds.imap.demo send --smtp-port $SMTP_PORT --subject "Where is my order?"
+  .venv/bin/python -m kinds.imap.demo show
 
 Each mail becomes a customer, a conversation and a stored message within about a second.
 Ctrl-C stops everything this script started; 'bash scripts/run.sh --reset' then removes the demo's data.

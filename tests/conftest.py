@@ -106,7 +106,7 @@ def prefix(amqp_url: str) -> Iterator[str]:
 
 
 def delete_queues(amqp_url: str, suffix: str) -> None:
-    from runtime.procedures import ImapProcedures
+    from kinds.imap.procedures import ImapProcedures
     from runtime.standalone import Standalone
 
     names = [*ImapProcedures(storage=None, supervisor=None).rpc_procedures(),

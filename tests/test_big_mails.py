@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 
 from runtime.erxes import ErxesClient
-from runtime.imap import connect
+from kinds.imap.connection import connect
 from app.process import Runtime
 from tests.conftest import make_mail, wait_for
 from tests.e2e import runtime_config

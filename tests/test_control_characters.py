@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from runtime._mailheaders import CONTROL
+from runtime.mail.headers import CONTROL
 from runtime.errors import RpcError
-from runtime.mailbuild import normalize_message_id, thread_references
-from runtime.mailparse import parse_mail
+from runtime.mail.build import normalize_message_id, thread_references
+from runtime.mail.parse import parse_mail
 from tests.conftest import wait_for
 from tests.e2e import connect_mailbox
 from tests.test_sending import mails

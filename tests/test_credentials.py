@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from runtime.credentials import follow_host, moved
+from kinds.imap.credentials import follow_host, moved
 from runtime.errors import RequestError, RpcError
 from tests.conftest import make_mail, wait_for
 from tests.e2e import connect_mailbox

@@ -96,7 +96,7 @@ def test_only_the_commands_import_the_composition_root():
 
 def test_the_graph_sees_known_imports():  # the reader itself: a cycle test over an empty graph would prove nothing
     edges = graph()
-    assert "runtime.hosts" in edges["runtime.imap"] and "runtime.oauth" in edges["runtime.smtp"]
+    assert "runtime.hosts" in edges["kinds.imap.connection"] and "kinds.imap.oauth" in edges["kinds.imap.smtp"]
     assert "actors.supervisor" in edges["app.process"] and "app.main" in edges["runtime.__main__"]
 
 

@@ -21,9 +21,9 @@ from pymongo.errors import AutoReconnect
 
 from runtime import fence
 from runtime.errors import AuthenticationFailed, MailboxError, StorageError
-from runtime.details import parse_details
-from runtime.imap import ImapSettings, connect
-from runtime.oauth import NotSignedIn, TokenRevoked, Tokens
+from kinds.imap.details import parse_details
+from kinds.imap.connection import ImapSettings, connect
+from kinds.imap.oauth import NotSignedIn, TokenRevoked, Tokens
 from runtime.sealing import PREFIX, Sealer, new_key
 from runtime.storage import Storage
 from tests.conftest import MailServer, make_mail, wait_for

@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from runtime.sanitize import _TAGS
+from runtime.mail.sanitize import _TAGS
 from tests.conftest import time_now, wait_for
 from tests.runtime.test_sanitize import CLOBBER, HOSTILE, OVERLAY
 

@@ -37,9 +37,9 @@ from pika.spec import BasicProperties
 
 from actors.conversation import ConversationActor
 from actors.customer import CustomerActor
-from actors.mailbox import MailboxActor
+from kinds.imap.actor import MailboxActor
 from runtime.errors import MailParseError
-from runtime.mailparse import parse_mail
+from runtime.mail.parse import parse_mail
 from app.process import Runtime
 from tests import corpus
 from tests.conftest import MailServer, make_mail, wait_for
@@ -369,7 +369,7 @@ def test_wrong_passwords_do_not_slow_the_good_mailboxes(runtime_factory, caller,
 def test_mail_arriving_just_before_idle_is_ingested_promptly(services, mongo_url, prefix, caller, mailserver, db):
     """Deterministic: the IMAP client's ``idle()`` appends a mail (from another session) right before it sends
     IDLE, as if it had arrived in that window. Production timings (watchdog 55 s)."""
-    from runtime.imap import connect as real_connect
+    from kinds.imap.connection import connect as real_connect
 
     user, password = mailserver.add_user()
     armed = threading.Event()
@@ -569,7 +569,7 @@ def _set(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 def rpc_fuzz_cases(valid_details: dict[str, Any], update_id: str, closed: int) -> list[tuple[str, str, bytes, bool]]:
-    """``(procedure, label, body, must_fail)`` for every procedure of runtime/procedures.py; the integrations point
+    """``(procedure, label, body, must_fail)`` for every procedure of kinds/imap/procedures.py; the integrations point
     at ``closed``, a port nobody listens on, for IMAP and SMTP."""
     procedures = ["createIntegration", "updateIntegration", "removeIntegrations", "removeIntegration",
                   "api_to_integrations", "getStatus", "imapMessage.create"]

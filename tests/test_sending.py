@@ -24,8 +24,8 @@ from runtime.errors import AuthenticationFailed, MailboxError, OutboundError, Ou
 from runtime.erxes import ErxesClient
 from runtime.fence import Fence
 from app.process import Runtime
-from runtime.sending import MailSender
-from runtime.smtp import SmtpRefused
+from kinds.imap.sending import MailSender
+from kinds.imap.smtp import SmtpRefused
 from runtime.storage import Storage
 from tests.conftest import MailServer, make_mail, wait_for
 from tests.e2e import Caller, free_port, runtime_config
@@ -619,7 +619,7 @@ def test_a_trickling_server_cannot_hold_a_download_past_its_deadline(plain_stora
 
 
 def test_from_must_be_the_integrations_address_or_one_of_its_aliases(plain_storage, cfg, smtp_recorder):
-    from runtime.details import parse_details
+    from kinds.imap.details import parse_details
 
     recorder, port = smtp_recorder
     sender = local_sender(plain_storage, cfg, port, smtpTls="none", aliases=["sales@shop.example", "help@shop.example"])

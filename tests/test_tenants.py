@@ -106,7 +106,7 @@ def test_no_tenant_is_created_by_an_unauthenticated_request(services, mongo_url,
                                                             tenant_dbs):
     """issue 12 item 7: /receive and /login serve only organisations the runtime knows (an integration was created
     for it over the authenticated RPC path: imap_tenants); any other hostname gets 404 and no database."""
-    from runtime.push import sign
+    from kinds.imap.push import sign
 
     config = runtime_config(services, mongo_url=mongo_url, prefix=prefix, version="saas")
     client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000)

@@ -1,9 +1,9 @@
 """The Tornado application: a pure ``make_app(config, *, deps)``; handlers get what they need via ``initialize``.
 
-Routes now: ``GET /health`` (erxes-compatible ``ok`` once the runtime serves, 503 before), ``POST /rpc/<procedure>``
-(:mod:`web.rpc`), ``GET /ready`` and ``GET /metrics`` (:mod:`web.ops`), ``POST /receive`` (:mod:`web.receive`),
-``POST/GET /graphql`` (:mod:`web.graphql`), ``GET /read-mail-attachment`` (:mod:`web.attachments`), ``GET /login``
-(:mod:`web.login`) and the web console at ``/`` and ``/console/...`` (:mod:`web.console`).
+Routes: ``GET /health`` (erxes-compatible ``ok`` once the runtime serves, 503 before), ``POST /rpc/<procedure>``
+(:mod:`web.rpc`), ``GET /ready`` and ``GET /metrics`` (:mod:`web.ops`), ``POST/GET /graphql`` (:mod:`web.graphql`),
+the web console at ``/`` and ``/console/...`` (:mod:`web.console`), and each kind's own routes (the IMAP kind's
+``/receive``, ``/read-mail-attachment`` and ``/login``: kinds/imap/web.py).
 Every route's request body is limited (:mod:`web.limits`): ``max_mail_bytes`` for ``/receive``,
 ``max_request_bytes`` for the others; ``/rpc`` callers are checked by :class:`web.rpc.RpcAccess`.
 """
@@ -16,11 +16,10 @@ from typing import Any, Callable, Mapping, Sequence
 import tornado.web
 
 from runtime.config import PRIVATE_NETWORKS
-from web import attachments, console, graphql, login
+from web import console, graphql
 from web.limits import (DEFAULT_MAX_BYTES, LimitedApplication, Limits, ServerLimits, envelope_refusal,
                         graphql_refusal, json_refusal)
 from web.ops import Probe, ops_routes
-from web.receive import routes as receive_routes
 from web.rpc import RpcAccess, rpc_routes
 
 __all__ = ["WebDeps", "make_app"]
@@ -34,12 +33,12 @@ class WebDeps:
     probe: Probe | None = None  # the checks behind /ready and /metrics
     storage: Any = None  # runtime.storage.Storage
     supervisor: Any = None  # the SupervisorActor's proxy (mailbox sessions for attachments)
-    sender: Any = None  # runtime.sending.MailSender
-    push: Any = None  # runtime.push.PushIngest, behind POST /receive
+    sender: Any = None  # kinds.imap.sending.MailSender
+    push: Any = None  # kinds.imap.push.PushIngest, behind POST /receive
     tenants: Any = None  # runtime.tenants.Tenants: a request's tenant comes from its hostname header
     ownership: Any = None  # runtime.leases.Leases or SoleOwner: who holds each mailbox (the console shows it)
-    # The kinds' parts (runtime/kinds.py Registry): route builders ``(patterns, build(deps, config))`` (None: the
-    # IMAP kind's routes, as before kinds), the composed GraphQL schema (None: IMAP's), and each other kind's RPC
+    # The kinds' parts (runtime/kinds.py Registry): route builders ``(patterns, build(deps, config))`` (None: no
+    # kind's routes), the composed GraphQL schema (None: no kind's fields), and each other kind's RPC
     # table under its HTTP prefix (``{"/api": {"createIntegration": (...)}}``: ``POST /api/rpc/createIntegration``).
     routes: Sequence[tuple[Sequence[str], Callable[[Any, Any], list[Any]]]] | None = None
     schema: Any = None
@@ -60,18 +59,6 @@ class HealthHandler(tornado.web.RequestHandler):
             self.write("starting")
 
 
-IMAP_PATTERNS = ("/receive", "/read-mail-attachment", "/login")  # the IMAP kind's routes (kinds/imap)
-
-
-def imap_routes(deps: WebDeps, config: Any) -> list[Any]:
-    """The IMAP kind's routes (``IMAP_PATTERNS``), each where its collaborators are given."""
-    return [
-        *(receive_routes(storage=deps.storage, push=deps.push, tenants=deps.tenants) if deps.push is not None else []),
-        *(attachments.routes(deps) if deps.storage is not None else []),
-        *(login.routes(deps, config) if deps.storage is not None else []),
-    ]
-
-
 def make_app(config: Any, *, deps: WebDeps) -> tornado.web.Application:
     max_request = getattr(config, "max_request_bytes", DEFAULT_MAX_BYTES)  # config None: the defaults (unit tests)
     limits = Limits(max_request, {"/rpc/": (max_request, envelope_refusal), "/graphql": (max_request, graphql_refusal),
@@ -79,7 +66,7 @@ def make_app(config: Any, *, deps: WebDeps) -> tornado.web.Application:
                                   **{f"{prefix}/rpc/": (max_request, envelope_refusal) for prefix in deps.kind_rpc}})
     access = RpcAccess(getattr(config, "rpc_allowed_networks", PRIVATE_NETWORKS), getattr(config, "rpc_token", ""))
     kind_routes: list[Any] = []
-    for patterns, build in (deps.routes if deps.routes is not None else [(IMAP_PATTERNS, imap_routes)]):
+    for patterns, build in (deps.routes or []):
         built = build(deps, config)
         unclaimed = [rule[0] for rule in built if rule[0] not in patterns]
         if unclaimed:

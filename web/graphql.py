@@ -41,13 +41,14 @@ from graphql.language import (
 )
 
 from web.auth import LOGIN_REQUIRED, current_user, is_logged_in
-from web.schema import schema as default_schema
+from web.schema import build_schema
 from web.static import AssetHandler
 
 __all__ = ["ANONYMOUS_FIELDS", "DocumentLimits", "GraphQLHandler", "TooLarge", "bounded_document", "routes"]
 
 logger = logging.getLogger(__name__)
 
+default_schema = build_schema({}, {})  # no kind's fields (a bare make_app): only federation's _service
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "graphiql"
 GRAPHIQL_PAGE = """<!DOCTYPE html>
 <html lang="en">

@@ -2,31 +2,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import json
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
 from runtime.errors import RequestError
+from runtime.signing import sign, verify
 
 __all__ = ["Inbound", "MIN_SECRET", "SIGNATURE_HEADER", "parse_details", "parse_inbound", "sign", "verify"]
 
 SIGNATURE_HEADER = "X-Api-Signature"
 MIN_SECRET = 16
 DETAIL_FIELDS = ("callbackUrl", "name")  # what callers see (never the secret)
-
-
-def sign(secret: str, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256 of body>``, the header's value both ways."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def verify(secret: str | None, body: bytes, header: str | None) -> bool:
-    if not secret or not header:
-        return False
-    return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode("utf-8", "replace"))
 
 
 def parse_details(raw: Any, *, creating: bool) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from bson import ObjectId
 
 from kinds.api.store import ApiStore
 from runtime.errors import RequestError
-from runtime.sanitize import outward_html
+from runtime.mail.sanitize import outward_html
 from runtime.storage import utcnow
 from web.auth import require_user
 from web.schema import JSON

@@ -25,7 +25,7 @@ from kinds.api.details import Inbound
 from kinds.api.store import ApiStore
 from runtime import metrics
 from runtime.errors import BrokerError, RuntimeFault
-from runtime.sanitize import outward_html
+from runtime.mail.sanitize import outward_html
 from runtime.storage import utcnow
 
 __all__ = ["ApiIngest", "content_of"]

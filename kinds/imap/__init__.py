@@ -1,24 +1,33 @@
 """The ``imap`` kind: company mailboxes over IMAP/SMTP, erxes's plugin-imap-api (the runtime's first kind).
 
-This declares through the seam (runtime/kinds.py) what the IMAP code does today; the code itself still lives in
-``runtime/``, ``actors/`` and ``web/`` until issue 15 item 2 moves it here. Its parts:
+Its whole behaviour lives in this package; the mail logic it shares with any other mail kind is in runtime/mail.
 
-- procedures ``imap:*`` (runtime/procedures.py), served on both transports, ``service:imap`` in Redis;
-- routes ``/receive``, ``/read-mail-attachment``, ``/login`` (web/app.py ``imap_routes``);
-- GraphQL ``imapConversationDetail``, ``imapGetIntegrations``, ``imapLogs``, ``imapSendMail`` (web/schema.py);
-- the listener: one mailbox actor per integration (actors/mailbox.py), over ``imap_integrations``.
+- the listener: one mailbox actor per integration (``actor.py``, running ``mailbox.py``: connect with
+  ``connection.py``, catch up from ``cursor.py``'s progress, IDLE with ``idle.py``, folders resolved by
+  ``folders.py``, logins paced by ``logins.py``, OAuth2 tokens from ``oauth.py``), over ``imap_integrations``;
+- procedures ``imap:*`` (``procedures.py``; integration details in ``details.py``, credentials that follow the host
+  in ``credentials.py``, ``logs.collectItems`` in ``logs_collect.py``), served on both transports, ``service:imap``;
+- sending: ``sending.py`` over ``smtp.py``;
+- routes ``/receive`` (``receive.py``, ``push.py``), ``/read-mail-attachment`` (``attachments.py``), ``/login``
+  (``login.py``), gathered in ``web.py``;
+- GraphQL ``imapConversationDetail``, ``imapGetIntegrations``, ``imapLogs``, ``imapSendMail`` (``graphql.py``);
+- what the web console and ``imap-runtime check`` ask of it (``console.py``, ``check.py``), and the newcomer's demo
+  (``demo.py``, ``python -m kinds.imap.demo``).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from actors.mailbox import MailboxActor
+from kinds.imap.actor import MailboxActor
+from kinds.imap.check import mailbox_logins
+from kinds.imap.connection import connect
+from kinds.imap.console import ConsoleSupport
+from kinds.imap.graphql import imap_mutation_fields, imap_query_fields
+from kinds.imap.procedures import ImapProcedures
+from kinds.imap.push import PushIngest
+from kinds.imap.sending import MailSender
+from kinds.imap.web import IMAP_PATTERNS, imap_routes
 from runtime.kinds import Kind, Registry, Services
-from runtime.procedures import ImapProcedures
-from runtime.push import PushIngest
-from runtime.sending import MailSender
-from web.app import IMAP_PATTERNS, imap_routes
-from web.schema import imap_mutation_fields, imap_query_fields
 
 __all__ = ["ImapKind"]
 
@@ -29,9 +38,12 @@ class ImapKind(Kind):
     provides_activity_log = True
     http_prefix = ""  # service:imap is the base address: POST /rpc/<procedure>, as erxes's plugin
 
+    def check(self, config: Any, *, timeout: float) -> list[tuple[bool, str, str]]:
+        return mailbox_logins(config, timeout=timeout)
+
     def setup(self, registry: Registry, services: Services) -> None:
         config = services.config
-        imap_factory = services.extra.get("imap_factory")
+        imap_factory = services.extra.get("imap_factory") or connect  # a test may hand its own
         sender = MailSender(storage=services.storage, erxes=services.erxes, supervisor=services.supervisor,
                             config=config, imap_factory=imap_factory, max_attachment_bytes=config.max_mail_bytes,
                             fence=services.fence)
@@ -59,4 +71,5 @@ class ImapKind(Kind):
         registry.add_listener(start_mailbox, integrations=storage)
         # what the web layer's IMAP parts read (web/app.py WebDeps)
         services.extra["sender"] = sender
+        services.extra["imap_console"] = ConsoleSupport()
         services.extra["push"] = PushIngest(storage=storage, pipeline=pipeline, timeout=config.rpc_timeout * 2)

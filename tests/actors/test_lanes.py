@@ -15,9 +15,9 @@ from pymongo.errors import AutoReconnect
 from actors.conversation import Conversations
 from actors.customer import Customers
 from actors.router import start_pipeline
-from runtime.cursor import Incoming
+from runtime.pipeline import Incoming
 from runtime.errors import RpcError
-from runtime.mailparse import parse_mail
+from runtime.mail.parse import parse_mail
 from runtime.pipeline import pick_thread
 from runtime.storage import DONE
 from tests.conftest import make_mail

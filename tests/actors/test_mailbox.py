@@ -5,9 +5,9 @@ import random
 from types import SimpleNamespace
 from typing import Any
 
-from actors.mailbox import Mailbox
+from kinds.imap.actor import Mailbox
 from runtime.errors import AuthenticationFailed
-from runtime.logins import LoginPacer
+from kinds.imap.logins import LoginPacer
 from tests.conftest import make_mail
 
 CONFIG = SimpleNamespace(imap_timeout_seconds=5, idle_slice_seconds=1.0, idle_renew_seconds=540, idle_watchdog_seconds=55, fetch_batch=2,

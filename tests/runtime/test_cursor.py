@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.cursor import FolderProgress
+from kinds.imap.cursor import FolderProgress
 
 
 def test_cursor_moves_only_over_contiguous_done_uids():

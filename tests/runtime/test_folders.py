@@ -1,4 +1,4 @@
-"""Folder resolution (runtime/folders.py) and a mailbox with a folder it cannot select, tick by tick (no servers)."""
+"""Folder resolution (kinds/imap/folders.py) and a mailbox with a folder it cannot select, tick by tick (no servers)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -7,9 +7,9 @@ from typing import Any
 import imaplib
 from imapclient.imapclient import Namespace
 
-from runtime.folders import FolderSkips, resolve
-from actors.mailbox import Mailbox
-from runtime.logins import LoginPacer
+from kinds.imap.folders import FolderSkips, resolve
+from kinds.imap.actor import Mailbox
+from kinds.imap.logins import LoginPacer
 from tests.actors.test_mailbox import CONFIG, FakeImap, MemoryStorage, Pipeline, clock
 from tests.conftest import make_mail
 

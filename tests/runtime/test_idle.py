@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from imapclient import IMAPClient
 
-from runtime.idle import IdleClient
-from runtime.imap import ImapSettings, connect
+from kinds.imap.idle import IdleClient
+from kinds.imap.connection import ImapSettings, connect
 from tests.conftest import both_servers, make_mail
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from runtime.errors import AuthenticationFailed, MailboxError
 from runtime.hosts import tls_context
-from runtime.imap import ImapSettings, connect
+from kinds.imap.connection import ImapSettings, connect
 from tests.conftest import both_servers
 
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from runtime.errors import RequestError
-from runtime.details import parse_details
-from runtime.imap import ImapSettings
+from kinds.imap.details import parse_details
+from kinds.imap.connection import ImapSettings
 
 
 def test_erxes_details_with_defaults():

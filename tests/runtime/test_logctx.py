@@ -8,7 +8,7 @@ from runtime.logctx import ContextFilter, JsonFormatter, bind, bind_thread
 
 
 def record(message: str) -> logging.LogRecord:
-    rec = logging.LogRecord("actors.mailbox", logging.WARNING, __file__, 1, message, (), None)
+    rec = logging.LogRecord("kinds.imap.actor", logging.WARNING, __file__, 1, message, (), None)
     ContextFilter().filter(rec)
     return rec
 

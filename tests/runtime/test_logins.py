@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.logins import LoginPacer, shared_pacer
+from kinds.imap.logins import LoginPacer, shared_pacer
 
 
 class Clock:

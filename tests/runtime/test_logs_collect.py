@@ -1,4 +1,4 @@
-"""runtime.logs_collect: ``logs.collectItems`` against the real MongoDB-wire server."""
+"""kinds.imap.logs_collect: ``logs.collectItems`` against the real MongoDB-wire server."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from runtime.logs_collect import collect_items
+from kinds.imap.logs_collect import collect_items
 from runtime.storage import Storage
 
 T0 = dt.datetime(2024, 1, 31, 9, 30, tzinfo=dt.UTC)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.loops import AUTO_REPLY, BOUNCE, classify, is_own_mail
-from runtime.mailparse import parse_mail
+from runtime.mail.loops import AUTO_REPLY, BOUNCE, classify, is_own_mail
+from runtime.mail.parse import parse_mail
 from tests.conftest import make_mail
 
 

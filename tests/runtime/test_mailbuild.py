@@ -1,4 +1,4 @@
-"""runtime.mailbuild: the outgoing mail, checked by parsing it back (pure logic, no servers)."""
+"""runtime.mail.build: the outgoing mail, checked by parsing it back (pure logic, no servers)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,9 +9,9 @@ import os
 import pytest
 
 from runtime.errors import RequestError
-from runtime.mailbuild import (Attachment, Outgoing, build, html_to_text, make_message_id, normalize_message_id,
+from runtime.mail.build import (Attachment, Outgoing, build, html_to_text, make_message_id, normalize_message_id,
                                parse_addresses, reply_subject, thread_references)
-from runtime.mailparse import parse_mail
+from runtime.mail.parse import parse_mail
 
 
 def outgoing(**changes):

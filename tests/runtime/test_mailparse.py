@@ -1,4 +1,4 @@
-"""Tests for runtime.mailparse: raw mail bytes -> ParsedMail."""
+"""Tests for runtime.mail.parse: raw mail bytes -> ParsedMail."""
 from __future__ import annotations
 
 import base64
@@ -11,7 +11,7 @@ from email.message import EmailMessage
 import pytest
 
 from runtime.errors import MailParseError
-from runtime.mailparse import (
+from runtime.mail.parse import (
     ParsedMail,
     find_part,
     is_addressed_to,

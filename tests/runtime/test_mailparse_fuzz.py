@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from actors.conversation import Conversations
 from runtime.broker._envelope import encode_request
-from runtime.cursor import Incoming
+from runtime.pipeline import Incoming
 from runtime.errors import MailParseError
-from runtime.loops import classify
-from runtime.mailparse import ParsedMail, find_part, parse_mail
+from runtime.mail.loops import classify
+from runtime.mail.parse import ParsedMail, find_part, parse_mail
 from tests import corpus
 
 TO = "support@example.com"

@@ -1,4 +1,4 @@
-"""``doc.data.oauth`` (runtime/oauth.py parse_oauth, through runtime/details.py parse_details) and the flow's pure
+"""``doc.data.oauth`` (kinds/imap/oauth.py parse_oauth, through kinds/imap/details.py parse_details) and the flow's pure
 pieces: plain logic, no servers."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import urllib.parse
 import pytest
 
 from runtime.errors import RequestError
-from runtime.details import parse_details
-from runtime.imap import ImapSettings
-from runtime.oauth import FIELDS, OAuthSettings, authorization_url, pkce_challenge, xoauth2
-from runtime.smtp import SmtpSettings
+from kinds.imap.details import parse_details
+from kinds.imap.connection import ImapSettings
+from kinds.imap.oauth import FIELDS, OAuthSettings, authorization_url, pkce_challenge, xoauth2
+from kinds.imap.smtp import SmtpSettings
 
 BASE = {"host": "imap.example.com", "user": "ann@example.com", "smtpHost": "smtp.example.com"}
 

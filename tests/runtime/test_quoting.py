@@ -1,12 +1,12 @@
-"""runtime.quoting: the new text of a reply vs the quoted mail below it, for the mailers people use."""
+"""runtime.mail.quoting: the new text of a reply vs the quoted mail below it, for the mailers people use."""
 from __future__ import annotations
 
 from html.parser import HTMLParser
 
 import pytest
 
-from runtime.mailparse import text_to_html
-from runtime.quoting import MAX_CHARS, Split, split_quoted
+from runtime.mail.parse import text_to_html
+from runtime.mail.quoting import MAX_CHARS, Split, split_quoted
 
 GMAIL = ('<div dir="ltr">Thanks, that works.<div><br></div><div>Bob</div></div><br>'
          '<div class="gmail_quote"><div dir="ltr" class="gmail_attr">On Mon, Jan 1, 2024 at 10:00 AM Alice &lt;'
@@ -240,7 +240,7 @@ def test_hostile_markup_never_raises():  # html.parser raised AssertionError on 
 
 
 def test_too_many_tokens_are_not_split():
-    from runtime.quoting import MAX_TOKENS
+    from runtime.mail.quoting import MAX_TOKENS
 
     body = "<b></b>" * (MAX_TOKENS // 2) + "<div>new</div><blockquote type=cite>q</blockquote>"
     assert len(body) < MAX_CHARS and split_quoted(body) == Split(body, "")
@@ -249,7 +249,7 @@ def test_too_many_tokens_are_not_split():
 
 
 def test_a_record_rebuilds_the_split_and_refuses_another_body_or_version():
-    from runtime.quoting import SPLIT_VERSION, from_record, split_record
+    from runtime.mail.quoting import SPLIT_VERSION, from_record, split_record
 
     for body in (GMAIL, OUTLOOK_WEB, OUTLOOK_DESKTOP, APPLE, "<p>no quote</p>", "",
                  '<table><tr><td><div>reply</div><div class="gmail_quote">q</div></td></tr></table>'):

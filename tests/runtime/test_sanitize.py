@@ -1,4 +1,4 @@
-"""runtime.sanitize: a hostile corpus is neutralised, benign mail formatting survives, cid images are rewritten."""
+"""runtime.mail.sanitize: a hostile corpus is neutralised, benign mail formatting survives, cid images are rewritten."""
 from __future__ import annotations
 
 import re
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from runtime.sanitize import attachment_url, clean_style, sanitize_html
+from runtime.mail.sanitize import attachment_url, clean_style, sanitize_html
 
 ATTACHMENTS = [{"filename": "logo image.png", "contentId": "logo@shop.example", "mimeType": "image/png"},
                {"filename": "report.pdf", "contentId": None, "mimeType": "application/pdf"}]
@@ -173,7 +173,7 @@ def test_mail_formatting_styles_survive() -> None:
 
 
 def test_outward_html_is_sanitize_html() -> None:
-    from runtime.sanitize import outward_html, outward_message_html
+    from runtime.mail.sanitize import outward_html, outward_message_html
 
     html = '<p style="position:fixed">x<img src="cid:logo@shop.example"><script>1</script></p>'
     assert outward_html(html) == sanitize_html(html) == "<p>x<img></p>"
@@ -197,7 +197,7 @@ def test_empty_and_plain_text() -> None:
 def test_conversation_detail_serves_sanitised_html_and_keeps_the_stored_body() -> None:
     from bson import ObjectId
 
-    from web.schema import mail_data
+    from kinds.imap.graphql import mail_data
 
     body = ('<div>Hi<img src="cid:logo@shop.example"><img src="https://track.example/p.gif">'
             '<script>alert(1)</script></div><div class="gmail_quote">On Mon, Bob wrote:'
@@ -235,8 +235,8 @@ def test_the_message_inserted_event_carries_sanitised_content() -> None:
 
 def test_conversation_detail_splits_a_mail_once_and_keeps_the_record(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 12 item 3: the split is computed on first view, kept with the message, and rebuilt from that record."""
-    import web.schema
-    from runtime.quoting import SPLIT_VERSION, split_record
+    import kinds.imap.graphql as imap_graphql
+    from runtime.mail.quoting import SPLIT_VERSION, split_record
 
     class Storage:
         kept: list[tuple[Any, dict[str, Any]]] = []
@@ -250,23 +250,23 @@ def test_conversation_detail_splits_a_mail_once_and_keeps_the_record(monkeypatch
         made.append(body)
         return split_record(body)
 
-    monkeypatch.setattr(web.schema, "split_record", counting)
+    monkeypatch.setattr(imap_graphql, "split_record", counting)
     body = '<div>new <i name="x">n</i></div><div class="gmail_quote">old<script>1</script></div>'
     doc: dict[str, Any] = {"_id": "m1", "inboxIntegrationId": "inbox-1", "body": body}
     storage = Storage()
-    first = web.schema.mail_data(doc, storage=storage)
+    first = imap_graphql.mail_data(doc, storage=storage)
     [(message_id, record)] = storage.kept
     assert message_id == "m1" and record["v"] == SPLIT_VERSION and made == [body]
     doc["split"] = record
-    assert web.schema.mail_data(doc, storage=storage) == first and made == [body] and len(storage.kept) == 1
+    assert imap_graphql.mail_data(doc, storage=storage) == first and made == [body] and len(storage.kept) == 1
     assert first["newContent"] == "<div>new <i>n</i></div>" and first["replies"] == '<div class="gmail_quote">old</div>'
     doc["split"] = {**record, "v": SPLIT_VERSION - 1}  # a record of an older version is made again
-    assert web.schema.mail_data(doc, storage=storage) == first and made == [body, body]
+    assert imap_graphql.mail_data(doc, storage=storage) == first and made == [body, body]
 
 
 # -- bounded work: markup html5ever would spend quadratic time on is served as its text ----------------------------
 def test_markup_that_costs_the_tree_builder_more_than_linear_work_is_served_as_inert_text():
-    from runtime.sanitize import costly_markup
+    from runtime.mail.sanitize import costly_markup
 
     deep = "<div>" * 20_000 + "deep text"
     lingering = "".join(f"<p><b a={n}>x</p>" for n in range(5_000))
@@ -279,7 +279,7 @@ def test_markup_that_costs_the_tree_builder_more_than_linear_work_is_served_as_i
 
 
 def test_ordinary_mail_is_not_treated_as_costly():
-    from runtime.sanitize import costly_markup
+    from runtime.mail.sanitize import costly_markup
 
     table = "<table>" + "<tr><td><b>cell</b></td><td><i>x</i></td></tr>" * 2_000 + "</table>"
     assert costly_markup(table) is None
@@ -287,7 +287,7 @@ def test_ordinary_mail_is_not_treated_as_costly():
 
 
 def test_text_only_escapes_and_keeps_line_breaks():
-    from runtime.sanitize import text_only
+    from runtime.mail.sanitize import text_only
 
     out = text_only("<p>a &lt;b&gt;</p><script>evil()</script><div>c</div><!-- hidden -->")
     assert "evil" not in out and "hidden" not in out and "<p>" not in out

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from runtime.cursor import Incoming
-from runtime.mailparse import parse_mail
+from runtime.pipeline import Incoming
+from runtime.mail.parse import parse_mail
 from runtime.errors import StorageError
 from runtime.storage import DONE, PENDING, STORED
 from tests.conftest import make_mail

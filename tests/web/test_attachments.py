@@ -1,4 +1,4 @@
-"""web.attachments.read_attachment with fakes at its seams (storage, supervisor, mailbox): every refusal."""
+"""kinds.imap.attachments.read_attachment with fakes at its seams (storage, supervisor, mailbox): every refusal."""
 from __future__ import annotations
 
 from email.message import EmailMessage
@@ -9,8 +9,8 @@ import pytest
 from bson import ObjectId
 
 from runtime.errors import MailboxError
-from runtime.mailparse import parse_mail
-from web.attachments import AttachmentError, content_disposition, read_attachment
+from runtime.mail.parse import parse_mail
+from kinds.imap.attachments import AttachmentError, content_disposition, read_attachment
 
 
 def raw_mail(message_id: str = "<m1@example.com>") -> bytes:

@@ -131,7 +131,7 @@ def test_the_add_form_is_validated_by_create_integration(console):
     status, _, page = browser.request("/console/mailboxes", {
         "_xsrf": token, "host": "bad..host", "user": "a@localhost", "password": "pw-x", "port": "99999"})
     assert status == 400
-    # createIntegration's own words (runtime/details.py parse_details), the form kept but never the password
+    # createIntegration's own words (kinds/imap/details.py parse_details), the form kept but never the password
     assert "doc.data.host is not a valid host name" in page
     assert 'value="a@localhost"' in page and "pw-x" not in page
     status, _, page = browser.request("/console/mailboxes", {"_xsrf": token, "host": "127.0.0.1", "port": "99999",

@@ -20,11 +20,12 @@ import tornado.web
 from graphql import parse
 
 from actors.web import WebActor
-from runtime.logs_collect import collect_items
+from kinds.imap.logs_collect import collect_items
 from app.process import Runtime
 from tests.conftest import wait_for
 from tests.e2e import connect_mailbox
-from web import attachments, graphql
+from kinds.imap import attachments
+from web import graphql
 
 USER_HEADER = {"user": base64.b64encode(json.dumps({"_id": "agent-1", "username": "agent"}).encode()).decode()}
 PDF = bytes(range(256)) * 40 + b"\r\n.\r\nend"   # every byte value, CRLF and a lone dot: must survive unchanged

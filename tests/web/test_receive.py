@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 
 from app.process import Runtime
-from runtime.push import sign, verify
+from kinds.imap.push import sign, verify
 from tests.conftest import make_mail, wait_for
 from tests.e2e import Caller, runtime_config
 

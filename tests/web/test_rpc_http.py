@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from runtime.errors import RpcError
-from runtime.procedures import ImapProcedures
+from kinds.imap.procedures import ImapProcedures
 from app.process import Runtime
 from tests.conftest import MailServer, make_mail, wait_for
 from tests.e2e import Caller, runtime_config

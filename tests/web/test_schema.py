@@ -13,7 +13,7 @@ from graphql.language import (
     ScalarTypeDefinitionNode,
 )
 
-from web.schema import LOGS_LIMIT, SDL, schema
+from kinds.imap.graphql import LOGS_LIMIT, SDL, schema
 
 CONTRACT_SDL = """
 scalar JSON

@@ -1,10 +1,10 @@
 """The console's conversations (standalone mode): the list (newest first, searchable by sender and subject), a
 thread with each message's sanitised HTML in a sandboxed frame, attachments, a reply box and open/resolved.
 
-A message's HTML is served by :class:`MessageBodyHandler` (``runtime.sanitize.sanitize_html``, the function
+A message's HTML is served by :class:`MessageBodyHandler` (``runtime.mail.sanitize.sanitize_html``, the function
 GraphQL uses) with ``Content-Security-Policy: sandbox; default-src 'none'; ...``, inside an ``<iframe sandbox>``
 without ``allow-scripts`` or ``allow-same-origin``: a script that survived the sanitiser still could not run, nor
-reach the console's origin. Replies go through ``deps.sender`` (``runtime.sending.MailSender``), the
+reach the console's origin. Replies go through ``deps.sender`` (``kinds.imap.sending.MailSender``), the
 ``imapSendMail`` path.
 """
 from __future__ import annotations
@@ -21,10 +21,11 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from runtime.errors import MailboxError, RequestError
-from runtime.sanitize import sanitize_html
+from runtime.mail.sanitize import sanitize_html
 from runtime.standalone import Standalone
-from web.attachments import AttachmentError, _MIME_TYPE, content_disposition, read_attachment
 from web.console.base import ConsoleHandler
+from web.console.mailboxes import imap_console
+from web.download import MIME_TYPE, AttachmentError, content_disposition
 
 __all__ = ["AttachmentHandler", "ConversationHandler", "ConversationsHandler", "MessageBodyHandler",
            "ReplyHandler", "StatusHandler", "conversation_rows"]
@@ -117,13 +118,13 @@ class MessageBodyHandler(ConsoleHandler):
 
 class AttachmentHandler(ConsoleHandler):
     """``GET /console/read-mail-attachment?messageId=&integrationId=&filename=``: the attachment route's logic
-    (:func:`web.attachments.read_attachment`) behind the console's session."""
+    (the IMAP kind's ``read_attachment``) behind the console's session."""
 
     async def get(self) -> None:
         params = {n: self.get_query_argument(n, "").strip() for n in ("messageId", "integrationId", "filename")}
         if not all(params.values()):
             raise tornado.web.HTTPError(400)
-        read = functools.partial(read_attachment, self.deps.storage, self.deps.supervisor,
+        read = functools.partial(imap_console(self.deps).read_attachment, self.deps.storage, self.deps.supervisor,
                                  timeout=self.console.ask_timeout, subdomain=self.subdomain,
                                  integration_id=params["integrationId"], message_id=params["messageId"],
                                  filename=params["filename"])
@@ -134,7 +135,7 @@ class AttachmentHandler(ConsoleHandler):
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.finish(exc.reason)
             return
-        self.set_header("Content-Type", mime_type if _MIME_TYPE.fullmatch(mime_type) else "application/octet-stream")
+        self.set_header("Content-Type", mime_type if MIME_TYPE.fullmatch(mime_type) else "application/octet-stream")
         self.set_header("Content-Disposition", content_disposition(filename))
         self.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
         self.finish(data)

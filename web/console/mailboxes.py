@@ -3,6 +3,7 @@
 log (``imap_logs``)."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any
@@ -11,9 +12,6 @@ import tornado.web
 from bson import ObjectId
 
 from runtime.errors import MailboxError, RequestError
-from runtime.details import parse_details
-from runtime.imap import NETWORK_ERRORS, ImapSettings, connect
-from runtime.procedures import public_details
 from web.console.base import ConsoleHandler
 
 __all__ = ["AddMailboxHandler", "EditMailboxHandler", "MailboxHandler", "MailboxesHandler", "RemoveMailboxHandler",
@@ -127,7 +125,7 @@ class RemoveMailboxHandler(AddMailboxHandler):
 
 class TestLoginHandler(AddMailboxHandler):
     """``POST /console/mailboxes/test``: the form's details checked by ``parse_details`` (createIntegration's own
-    validation), then one IMAP login with them (:func:`runtime.imap.connect`), and the server's answer shown.
+    validation), then one IMAP login with them (the IMAP kind's ``test_login``), and the server's answer shown.
     From the edit form (``inboxId``), an empty password means the stored one. Nothing is saved."""
 
     async def post(self) -> None:
@@ -140,11 +138,8 @@ class TestLoginHandler(AddMailboxHandler):
             details["password"] = str((stored or {}).get("password") or "")
         error, notice = "", ""
         try:
-            parsed = parse_details(details)
-            settings = ImapSettings.from_integration(parsed, timeout=min(self.console.ask_timeout, 15.0))
-            client = await self.blocking(connect, settings)
-            await self.blocking(_logout, client)
-            notice = f"The server accepted the login of {settings.login} at {settings.host}:{settings.port}."
+            notice = await self.blocking(functools.partial(imap_console(self.deps).test_login, details,
+                                                           timeout=min(self.console.ask_timeout, 15.0)))
         except RequestError as exc:
             error = str(exc)
         except MailboxError as exc:  # AuthenticationFailed included: the server's own words
@@ -190,11 +185,12 @@ class EditMailboxHandler(AddMailboxHandler):
         self.redirect(f"/console/mailboxes/{inbox_id}?updated=1")
 
 
-def _logout(client: Any) -> None:
-    try:
-        client.logout()
-    except NETWORK_ERRORS:
-        pass
+def imap_console(deps: Any) -> Any:
+    """The IMAP kind's part of the console (kinds/imap/console.py), or 404 where the kind is not enabled."""
+    support = getattr(deps, "extra", {}).get("imap_console")
+    if support is None:
+        raise tornado.web.HTTPError(404)
+    return support
 
 
 class MailboxHandler(ConsoleHandler):
@@ -202,6 +198,7 @@ class MailboxHandler(ConsoleHandler):
 
     async def get(self, inbox_id: str) -> None:
         storage = self.deps.storage
+        public_details = imap_console(self.deps).public_details
 
         def load() -> tuple[Any, list[Any], list[Any]]:
             doc = storage.get_integration(inbox_id)

@@ -1,6 +1,6 @@
 """Split an HTML mail body into what the sender wrote (``newContent``) and the quoted mail below it (``replies``).
 
-Pure logic, linear in the body: one pass of :mod:`runtime._htmlscan` (an HTML5-style tokenizer that never scans a
+Pure logic, linear in the body: one pass of :mod:`runtime.mail.htmlscan` (an HTML5-style tokenizer that never scans a
 position twice) builds the elements, lines and visible content; the trailing quote is then found with one sweep
 over the candidates (a heap of the regions open at each piece of content), never by comparing every candidate
 with every piece of content. Work per mail is bounded: a body over ``MAX_CHARS`` characters or ``MAX_TOKENS``
@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from runtime._htmlscan import attributes, tokens
+from runtime.mail.htmlscan import attributes, tokens
 
 __all__ = ["MAX_CHARS", "MAX_TOKENS", "SPLIT_VERSION", "Split", "from_record", "split_quoted", "split_record"]
 

@@ -1,4 +1,4 @@
-"""Header and text decoding for :mod:`runtime.mailparse`: charsets, encoded words, message ids, dates and
+"""Header and text decoding for :mod:`runtime.mail.parse`: charsets, encoded words, message ids, dates and
 addresses, each degrading on malformed input instead of raising (pure logic, no I/O)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from email.message import Message
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["text_to_html"]  # and the underscored helpers runtime.mailparse imports
+__all__ = ["text_to_html"]  # and the underscored helpers runtime.mail.parse imports
 
 _MODERN_ADDRESS_LIMIT = 32 * 1024    # longer address headers skip the (slow on huge input) modern parser
 

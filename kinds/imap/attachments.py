@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
-import urllib.parse
 from typing import Any
 
 import pykka
@@ -23,26 +21,14 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from runtime.errors import MailboxError, MailParseError, RequestError
-from runtime.mailparse import find_part, parse_mail, synthetic_message_id
+from runtime.mail.parse import find_part, parse_mail, synthetic_message_id
 from runtime.tenants import bind_request
 from web.auth import LOGIN_REQUIRED, current_user, is_logged_in
+from web.download import MIME_TYPE as _MIME_TYPE, AttachmentError, content_disposition
 
 __all__ = ["AttachmentError", "AttachmentHandler", "content_disposition", "read_attachment", "routes"]
 
 logger = logging.getLogger(__name__)
-
-_MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
-_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|]+')
-
-
-class AttachmentError(Exception):
-    """A request that cannot be answered with the attachment: ``status`` and a reason for the caller."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
 
 def read_attachment(storage: Any, supervisor: Any, *, integration_id: str, message_id: str, filename: str,
                     timeout: float = 30.0, subdomain: str = "os") -> tuple[str, str, bytes]:
@@ -115,13 +101,6 @@ def _same_mail(raw: bytes, doc: dict[str, Any]) -> bool:
         return parse_mail(head + b"\r\n\r\n").message_id == doc.get("messageId")  # parsed as ingest did
     except MailParseError:
         return False
-
-
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback name and the exact name as RFC 5987 UTF-8."""
-    name = _UNSAFE_NAME.sub("_", filename).strip(" .") or "attachment"
-    fallback = name.encode("ascii", "replace").decode("ascii").replace("?", "_")
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
 
 
 class AttachmentHandler(tornado.web.RequestHandler):

@@ -1,6 +1,6 @@
 """Credentials follow the host: a stored password or OAuth consent is never sent to a server it was not given for.
 
-Plain logic for ``createIntegration``/``updateIntegration`` (:mod:`runtime.procedures`). An update that leaves the
+Plain logic for ``createIntegration``/``updateIntegration`` (:mod:`kinds.imap.procedures`). An update that leaves the
 password empty keeps the stored one (the contract's policy), but only while the servers it goes to stay the same:
 when the IMAP host, port or TLS mode, or the SMTP host, port or TLS mode change, the password is required again
 (:func:`follow_host` raises ``RequestError("host changed: the password is required again (it is never sent to a
@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.errors import RequestError
-from runtime.smtp import smtp_port, smtp_security
+from kinds.imap.smtp import smtp_port, smtp_security
 
 __all__ = ["endpoints", "follow_host", "moved"]
 
@@ -58,7 +58,7 @@ def moved(stored: dict[str, Any], details: dict[str, Any]) -> list[str]:
 
 def follow_host(stored: dict[str, Any] | None, details: dict[str, Any]) -> dict[str, Any]:
     """``details`` ready to store over ``stored`` (None: a new integration), or RequestError when a credential
-    would follow a server that moved. ``details`` is what :func:`runtime.details.parse_details` returned (an empty
+    would follow a server that moved. ``details`` is what :func:`kinds.imap.details.parse_details` returned (an empty
     or absent password means "keep the stored one")."""
     out = dict(details)
     if stored is None:

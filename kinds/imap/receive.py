@@ -11,7 +11,7 @@ from typing import Any
 import tornado.web
 
 from runtime.errors import MailParseError, MailRejected, RequestError, RuntimeFault
-from runtime.push import verify
+from kinds.imap.push import verify
 from runtime.tenants import UnknownTenant, bind_request
 
 __all__ = ["routes"]

@@ -1,11 +1,11 @@
-"""A linear HTML tokenizer for the quote split (``runtime.quoting``): offsets of tags, text and comments, nothing else.
+"""A linear HTML tokenizer for the quote split (``runtime.mail.quoting``): offsets of tags, text and comments, nothing else.
 
 The standard library's :class:`html.parser.HTMLParser` is quadratic on unclosed constructs in the Python we run
 (``"<a b='" * 20000``, 120 KB, takes 30 s; ``"<!--" * 20000`` 2.7 s) and raises ``AssertionError`` on ``"<!["``
 repeated. This scanner follows the HTML5 tokenizer's rule instead: a construct that is not closed before the end of
 the input runs to the end (a comment, a quoted attribute value, a tag), so no position is ever scanned twice. Every
 pattern is anchored at the current position and uses possessive quantifiers, so a match costs the characters it
-consumes. It is used only to decide *where* to cut a body; what the UI renders is decided by ``runtime.sanitize``.
+consumes. It is used only to decide *where* to cut a body; what the UI renders is decided by ``runtime.mail.sanitize``.
 """
 from __future__ import annotations
 

@@ -5,11 +5,10 @@ the cursor can only repeat work (which the pipeline makes idempotent), never ski
 """
 from __future__ import annotations
 
-import datetime as dt
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["FolderProgress", "Incoming"]
+__all__ = ["FolderProgress"]
 
 
 @dataclass
@@ -66,16 +65,3 @@ class FolderProgress:
         self.done.clear()
         self.need_sync = True
         self.caught_up = False
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """One fetched mail on its way through the pipeline (mailbox -> customer -> conversation -> mailbox)."""
-
-    inbox_id: str
-    subdomain: str
-    folder: str
-    uid: int
-    mail: object  # runtime.mailparse.ParsedMail
-    mailbox: object  # whom to tell ``mail_done(folder, uid)`` / ``mail_failed(folder, uid, error)``
-    fetched_at: dt.datetime | None = None

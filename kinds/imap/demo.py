@@ -1,9 +1,9 @@
 """A newcomer's tour, used by scripts/run.sh: connect a local mailbox, send it mail, see what became of it.
 
-    python -m runtime.demo connect --user demo --password demo-password --imap-port 10143
-    python -m runtime.demo send --to demo@localhost --subject "Where is my order?" [--smtp-port 10025]
-    python -m runtime.demo show
-    python -m runtime.demo reset      (scripts/run.sh --reset: the demo's queues, by their MESSAGE_BROKER_PREFIX)
+    python -m kinds.imap.demo connect --user demo --password demo-password --imap-port 10143
+    python -m kinds.imap.demo send --to demo@localhost --subject "Where is my order?" [--smtp-port 10025]
+    python -m kinds.imap.demo show
+    python -m kinds.imap.demo reset      (scripts/run.sh --reset: the demo's queues, by their MESSAGE_BROKER_PREFIX)
 
 It talks to the runtime only as erxes would: ``imap:createIntegration`` over the broker, mail over SMTP, and the
 runtime's MongoDB collections (standalone mode keeps conversations in ``standalone_conversations``).
@@ -27,7 +27,7 @@ from runtime.errors import RuntimeFault
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.demo")
+    parser = argparse.ArgumentParser(prog="python -m kinds.imap.demo")
     sub = parser.add_subparsers(dest="command", required=True)
     connect = sub.add_parser("connect", help="createIntegration for a local mailbox")
     connect.add_argument("--inbox-id", default="demo-inbox")
@@ -83,7 +83,7 @@ def reset_queues(config: Any) -> int:
     import pika  # noqa: F811 - the connection class, beside the exceptions imported above
 
     from runtime.detect import MARKER_QUEUE, emulation_queues
-    from runtime.procedures import ImapProcedures
+    from kinds.imap.procedures import ImapProcedures
 
     if not config.message_broker_prefix:
         raise RuntimeFault("MESSAGE_BROKER_PREFIX is empty: the queues without a suffix may be erxes's; not deleting")

@@ -13,9 +13,9 @@ from typing import Any
 
 from runtime.errors import RequestError
 from runtime.hosts import host_problem, tls_context
-from runtime.mailbuild import parse_addresses
-from runtime.oauth import parse_oauth
-from runtime.smtp import smtp_port, smtp_security
+from runtime.mail.build import parse_addresses
+from kinds.imap.oauth import parse_oauth
+from kinds.imap.smtp import smtp_port, smtp_security
 
 __all__ = ["parse_aliases", "parse_details"]
 
@@ -28,7 +28,7 @@ def parse_details(raw: Any, *, require_password: bool = True) -> dict[str, Any]:
     """Validate the integration details JSON of ``createIntegration``/``updateIntegration`` (``doc.data``).
 
     Accepts erxes's ``host, smtpHost, smtpPort, mainUser, user, password`` plus our optional ``port``, ``tls``,
-    ``starttls``, ``folders`` and ``oauth`` (instead of the password: :func:`runtime.oauth.parse_oauth`). Raises
+    ``starttls``, ``folders`` and ``oauth`` (instead of the password: :func:`kinds.imap.oauth.parse_oauth`). Raises
     :class:`RequestError` saying what is wrong.
     """
     if isinstance(raw, str):

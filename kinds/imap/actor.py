@@ -1,4 +1,4 @@
-"""The actor of one mailbox (integration): runs a :class:`runtime.mailbox.Mailbox` in its own thread.
+"""The actor of one mailbox (integration): runs a :class:`kinds.imap.mailbox.Mailbox` in its own thread.
 
 It re-sends itself ``step`` after every tick, so stop and other messages (the pipeline's answers, the send path's
 APPEND, the attachment route's fetch) get through between slices (pykka processes one message at a time).
@@ -6,21 +6,18 @@ APPEND, the attachment route's fetch) get through between slices (pykka processe
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import Any
 
 import pykka
 
+from actors.interrupt import interrupt, interruptible
 from runtime.logctx import bind_thread
-from runtime.mailbox import Mailbox
+from kinds.imap.mailbox import Mailbox
 from runtime.tenants import bind_thread as bind_tenant
 
 __all__ = ["Mailbox", "MailboxActor"]
 
 logger = logging.getLogger(__name__)
-
-_LIVE: weakref.WeakValueDictionary[str, MailboxActor] = weakref.WeakValueDictionary()  # actor URN -> actor
-
 
 class MailboxActor(pykka.ThreadingActor, Mailbox):
     """Runs a :class:`Mailbox` in its own thread; tells ``supervisor.child_failed`` when it dies unexpectedly."""
@@ -32,16 +29,10 @@ class MailboxActor(pykka.ThreadingActor, Mailbox):
         self._supervisor = supervisor
         self._generation = generation
 
-    @staticmethod
-    def interrupt(ref: pykka.ActorRef[Any]) -> None:
-        """From any thread: cut the connection of the mailbox behind ``ref`` (the lease fence). A command blocked on
-        the server fails at once instead of after ``imap_timeout_seconds``; queue the stop first."""
-        actor = _LIVE.get(ref.actor_urn)
-        if actor is not None:
-            actor.cut()
+    interrupt = staticmethod(interrupt)  # actors/interrupt.py: cuts a mailbox's connection from any thread
 
     def on_start(self) -> None:
-        _LIVE[self.actor_urn] = self
+        interruptible(self)
         bind_thread(self.inbox_id, self._subdomain)
         bind_tenant(self._subdomain)
         self._reply_to = self.actor_ref.proxy()

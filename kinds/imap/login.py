@@ -4,7 +4,7 @@ The seed guide's login route. Two legs on the one address (so one redirect URI i
 
 1. ``GET /login?integrationId=<inboxId>`` (needs the gateway's ``user`` header of an erxes owner, ``isOwner``, or of
    a user named in ``login_allowed_users``; anyone else logged in gets 403): for an integration
-   whose details carry ``oauth`` (runtime/oauth.py), redirects the browser to the provider's authorization endpoint
+   whose details carry ``oauth`` (kinds/imap/oauth.py), redirects the browser to the provider's authorization endpoint
    with a fresh ``state`` (32 random bytes; only its SHA-256 is stored, in ``imap_oauth_states``, for 10 minutes)
    and a PKCE S256 challenge (its verifier stored sealed with the state).
 2. ``GET /login?code=&state=`` (the provider sends the browser back): the state is taken once (a second use, an
@@ -31,7 +31,7 @@ import pykka
 import tornado.web
 
 from runtime.errors import MailboxError, RequestError
-from runtime.oauth import OAuthSettings, authorization_url, exchange_code, pkce_challenge, store_tokens
+from kinds.imap.oauth import OAuthSettings, authorization_url, exchange_code, pkce_challenge, store_tokens
 from runtime.storage import utcnow
 from runtime.tenants import UnknownTenant, bind_request
 from web.auth import LOGIN_REQUIRED, current_user, is_logged_in, may_administer

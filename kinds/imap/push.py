@@ -6,32 +6,18 @@ the same way. Each integration has its own webhook secret (generated at creation
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import threading
 from typing import Any
 
-from runtime.cursor import Incoming
+from runtime.pipeline import Incoming
 from runtime.errors import MailboxError, MailRejected, RequestError
-from runtime.mailparse import parse_mail
+from runtime.mail.parse import parse_mail
+from runtime.signing import sign, verify
 from runtime.storage import utcnow
 
 __all__ = ["PushIngest", "sign", "verify"]
 
 PUSH_FOLDER = "(push)"
-
-
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def verify(secret: str | None, body: bytes, signature: str | None) -> bool:
-    """Constant-time check of a push's signature; no secret or no signature never verifies. A signature is
-    compared as bytes: ``hmac.compare_digest`` refuses a str with a non-ASCII letter (TypeError: a 500 before)."""
-    if not secret or not signature:
-        return False
-    given = signature.strip().encode("utf-8", "surrogateescape")
-    return hmac.compare_digest(sign(secret, body).encode(), given)
 
 
 class _Outcome:

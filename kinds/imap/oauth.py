@@ -8,7 +8,7 @@ Plain logic, no actors. An integration signs in with OAuth2 instead of a passwor
               "authorizeUrl": "https://...", "tokenUrl": "https://...",
               "clientId": "...", "clientSecret": "...", "refreshToken": "...", "scope": "..."}
 
-``refreshToken`` is usually left out: ``GET /login?integrationId=`` (web/login.py) gets one by the provider's
+``refreshToken`` is usually left out: ``GET /login?integrationId=`` (kinds/imap/login.py) gets one by the provider's
 sign-in. ``"oauth": null`` in an update goes back to the password. The details are stored flat on
 ``imap_integrations`` (:data:`FIELDS`), so :mod:`runtime.storage` seals ``oauthClientSecret``,
 ``oauthRefreshToken`` and ``oauthAccessToken`` exactly like the password.

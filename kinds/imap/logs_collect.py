@@ -6,7 +6,7 @@ messages ingested for that customer (``customerId``). The reply's ``data`` is wr
 ``{"status": "success", "data": [{_id, contentType: "imap:customer", createdAt, contentTypeDetail}]}``.
 
 erxes's ``ActivityLog.tsx`` renders ``contentTypeDetail.body`` as HTML (``dangerouslySetInnerHTML``): the body goes
-out through ``runtime.sanitize.outward_html``, as ``imapConversationDetail``'s does (the stored body stays raw), and
+out through ``runtime.mail.sanitize.outward_html``, as ``imapConversationDetail``'s does (the stored body stays raw), and
 the runtime's own fields (``split``) stay home.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import datetime as dt
 import re
 from typing import Any
 
-from runtime.sanitize import outward_message_html
+from runtime.mail.sanitize import outward_message_html
 
 __all__ = ["CONTENT_TYPE", "MAX_ITEMS", "collect_items"]
 

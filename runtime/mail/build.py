@@ -33,7 +33,7 @@ _REPLY_PREFIX = re.compile(r"^\s*(re|aw)(\[\d+\])?\s*:", re.IGNORECASE)
 _MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$", re.IGNORECASE)
 MAX_ID_LENGTH = 998  # RFC 5322's line limit
 _ID_TOKEN = re.compile(r"<([^<>\s]+)>|([^\s<>,]+@[^\s<>,]+)")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # as runtime._mailheaders.CONTROL
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # as runtime.mail.headers.CONTROL
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 

@@ -1,7 +1,7 @@
 """MailSender: the send path of ``imapSendMail`` and ``imap:imapMessage.create`` (contract sections 3, 4 and 6).
 
 ``send(subdomain, args)`` finds the integration (by ``from`` = its ``user``, else by ``integrationId``), builds the
-mail (:mod:`runtime.mailbuild`), submits it (:mod:`runtime.smtp`) and, after a successful send only:
+mail (:mod:`runtime.mail.build`), submits it (:mod:`kinds.imap.smtp`) and, after a successful send only:
 
 1. a mail that starts a thread gets its customer (first To address) and an erxes conversation;
 2. a ``SENT`` document goes into ``imap_messages`` with its Message-ID, so the customer's answer (In-Reply-To /
@@ -29,13 +29,13 @@ import pykka
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from runtime import smtp
+from kinds.imap import smtp
 from runtime.errors import MailboxError, OutboundTooLarge, RequestError
 from runtime.fence import Fence
-from runtime.imap import ImapSettings, connect
-from runtime.mailbuild import (Attachment, Outgoing, build, normalize_message_id, parse_addresses, reply_subject,
+from kinds.imap.connection import ImapSettings, connect
+from runtime.mail.build import (Attachment, Outgoing, build, normalize_message_id, parse_addresses, reply_subject,
                                thread_references)
-from runtime.mailparse import parse_mail
+from runtime.mail.parse import parse_mail
 from runtime.tenants import current
 from runtime.storage import DONE, utcnow
 

@@ -7,7 +7,7 @@ Certificates are always verified (:func:`runtime.hosts.tls_context`, with the in
 socket operation has a timeout, and every failure raises an error carrying the server's own reason, never the
 password: :class:`~runtime.errors.AuthenticationFailed` for a refused login, :class:`SmtpRefused` for a refused
 sender, recipients or mail, :class:`~runtime.errors.MailboxError` for anything else. An integration with OAuth2
-settings (:mod:`runtime.oauth`) logs in with ``AUTH XOAUTH2`` and a fresh access token; a refused token is refreshed
+settings (:mod:`kinds.imap.oauth`) logs in with ``AUTH XOAUTH2`` and a fresh access token; a refused token is refreshed
 and tried once more.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from runtime.errors import AuthenticationFailed, MailboxError, RequestError
 from runtime.hosts import tls_context
-from runtime.oauth import Tokens, oauth_tokens, xoauth2
+from kinds.imap.oauth import Tokens, oauth_tokens, xoauth2
 
 __all__ = ["SmtpSettings", "SendResult", "SmtpRefused", "send", "smtp_security", "smtp_port", "SECURITY_MODES"]
 

@@ -1,7 +1,7 @@
 """One mailbox (integration): connect, catch up from the cursor, IDLE, hand each new mail to the pipeline.
 
 ``Mailbox`` is the plain logic: every call to :meth:`Mailbox.tick` does one bounded unit of work (connect, one
-fetch batch, or one short IDLE slice) and returns. ``actors.mailbox.MailboxActor`` runs it in its own thread and
+fetch batch, or one short IDLE slice) and returns. ``kinds.imap.actor.MailboxActor`` runs it in its own thread and
 re-sends itself ``step`` after every tick, so stop and other messages get through between slices.
 
 States written to ``imap_integrations`` (one line each, on change only): connecting, syncing, idle, backoff,
@@ -21,12 +21,13 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from pymongo.errors import PyMongoError
 
 from runtime import metrics
-from runtime.cursor import FolderProgress, Incoming
+from kinds.imap.cursor import FolderProgress
+from runtime.pipeline import Incoming
 from runtime.errors import AuthenticationFailed, FolderUnavailable, MailboxError, MailParseError, StorageError
-from runtime.folders import FolderSkips
-from runtime.imap import NETWORK_ERRORS, ImapSettings, connect, select_resolved
-from runtime.logins import LoginPacer, shared_pacer
-from runtime.mailparse import parse_mail
+from kinds.imap.folders import FolderSkips
+from kinds.imap.connection import NETWORK_ERRORS, ImapSettings, connect, select_resolved
+from kinds.imap.logins import LoginPacer, shared_pacer
+from runtime.mail.parse import parse_mail
 from runtime.storage import MAX_RAW_IN_DOCUMENT, utcnow
 
 __all__ = ["Mailbox"]
@@ -65,7 +66,7 @@ class Mailbox:
         self._folders = {name: FolderProgress(name) for name in self.settings.folders}
         self._primary = self.settings.folders[0]
         self._skips = FolderSkips()  # folders that cannot be selected: retried on their own, slower schedule
-        self._server_names: dict[str, str] = {}  # configured folder -> the server's name (runtime/folders.py)
+        self._server_names: dict[str, str] = {}  # configured folder -> the server's name (kinds/imap/folders.py)
         self._selected: str | None = None
         self._primary_checked = float("-inf")  # when the IDLE folder was last asked for news (_check_primary)
         self._idling = False
@@ -309,7 +310,7 @@ class Mailbox:
         self._set_state("syncing", self._trouble, healthy=self._trouble is None)
 
     def _paced(self) -> bool:
-        """Whether the login must wait (see runtime/logins.py); a long wait is shown as ``backoff``."""
+        """Whether the login must wait (see kinds/imap/logins.py); a long wait is shown as ``backoff``."""
         # per mailbox *and account*: new credentials or another server start a fresh history
         key = (self._subdomain, self.inbox_id, self.settings.login, self.settings.host)
         wait = self._pacer.reserve(key, self.settings.host)

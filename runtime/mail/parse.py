@@ -18,7 +18,7 @@ from typing import Any, Callable
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
 
-from runtime._mailheaders import (_addresses, _date, _decode_bytes, _decode_words, _delivered_to, _first_raw,
+from runtime.mail.headers import (_addresses, _date, _decode_bytes, _decode_words, _delivered_to, _first_raw,
                                   _fix_surrogates, _message_id, _raw_values, _unique_ids, text_to_html)
 from runtime.errors import MailParseError
 

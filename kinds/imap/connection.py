@@ -2,7 +2,7 @@
 
 ``connect(settings)`` is the seam the mailbox uses (``imap_factory``); tests can pass another factory. Errors are
 mapped onto the project's hierarchy: a refused login is :class:`AuthenticationFailed` carrying the server's own
-words, anything else :class:`MailboxError`. An integration with OAuth2 settings (:mod:`runtime.oauth`) logs in
+words, anything else :class:`MailboxError`. An integration with OAuth2 settings (:mod:`kinds.imap.oauth`) logs in
 with XOAUTH2: ``settings.tokens`` hands out a fresh access token, and a refused one is refreshed and tried once more.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from runtime.errors import AuthenticationFailed, FolderUnavailable, MailboxError
-from runtime.folders import resolve
+from kinds.imap.folders import resolve
 from runtime.hosts import host_problem, tls_context
-from runtime.idle import IdleClient
-from runtime.oauth import Tokens, oauth_tokens
+from kinds.imap.idle import IdleClient
+from kinds.imap.oauth import Tokens, oauth_tokens
 
 __all__ = ["ImapSettings", "connect", "select_resolved", "NETWORK_ERRORS"]
 
@@ -99,7 +99,7 @@ def connect(settings: ImapSettings) -> IMAPClient:
 def select_resolved(client: Any, wanted: str, known: str | None = None) -> tuple[str, dict[bytes, Any]]:
     """SELECT (read-only) the server folder that the configured name ``wanted`` means: ``known`` (an earlier
     resolution) or ``wanted`` itself first; when the server answers NO, the folder is resolved against its LIST
-    and NAMESPACE (runtime/folders.py) and the folder found is selected. Returns (server name, SELECT answer).
+    and NAMESPACE (kinds/imap/folders.py) and the folder found is selected. Returns (server name, SELECT answer).
 
     A folder that still cannot be selected raises :class:`FolderUnavailable` naming it, with the server's words;
     a dead connection raises what imapclient raises (IMAPClientAbortError, OSError)."""

@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 from pymongo.errors import DuplicateKeyError
 
-from runtime.credentials import follow_host
-from runtime.details import parse_details
+from kinds.imap.credentials import follow_host
+from kinds.imap.details import parse_details
 from runtime.errors import RequestError
-from runtime.logs_collect import collect_items
+from kinds.imap.logs_collect import collect_items
 from runtime.storage import SECRET_FIELDS
 from runtime.tenants import current
 
@@ -41,7 +41,7 @@ class ImapProcedures:
         self._on_tenant = on_tenant  # records a tenant that now has integrations (saas)
         self._storage = storage
         self._supervisor = supervisor  # a SupervisorActor proxy
-        self._sender = sender  # runtime.sending.MailSender
+        self._sender = sender  # kinds.imap.sending.MailSender
         self._timeout = timeout
 
     def rpc_procedures(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
@@ -140,7 +140,7 @@ class ImapProcedures:
         self._ask(self._supervisor.ensure_listening(doc["inboxId"], _tenant()))
 
     def _follow_host(self, inbox_id: str, stored: dict[str, Any] | None, details: dict[str, Any]) -> dict[str, Any]:
-        """``details`` checked by :func:`runtime.credentials.follow_host` (RequestError when a stored password would
+        """``details`` checked by :func:`kinds.imap.credentials.follow_host` (RequestError when a stored password would
         follow a server that moved); a cleared OAuth consent is logged."""
         out = follow_host(stored, details)
         if stored and stored.get("oauthRefreshToken") and "oauthRefreshToken" in out and not out["oauthRefreshToken"]:

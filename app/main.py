@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: Config) -> int:
-    from app.process import Runtime  # imported late: a bad setting is reported without loading the rest
+    from app.process import (
+        Runtime,  # imported late: a bad setting is reported without loading the rest
+    )
 
     stop = stop_on_signals()
     signal.signal(signal.SIGUSR1, pykka.debug.log_thread_tracebacks)

@@ -35,7 +35,8 @@ from runtime.check import servers, wait_for_servers
 from runtime.config import Config
 from runtime.detect import Mode, decide
 from runtime.erxes import ErxesClient
-from runtime.fence import Fence, install as install_fence
+from runtime.fence import Fence
+from runtime.fence import install as install_fence
 from runtime.kinds import Kind, KindConflict, Registry, Services, load_kinds
 from runtime.leases import Leases, SoleOwner, Timings
 from runtime.registry import Registration, queue_actions, redis_client, service_address

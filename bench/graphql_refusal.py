@@ -64,9 +64,10 @@ class _NoStorage:
 
 def serve() -> None:
     from actors.web import WebActor
+    from kinds.imap.graphql import schema as imap_schema
     from web.app import WebDeps, make_app
 
-    app = make_app(None, deps=WebDeps(ready=lambda: True, storage=_NoStorage()))
+    app = make_app(None, deps=WebDeps(ready=lambda: True, storage=_NoStorage(), schema=imap_schema))
     ref = WebActor.start(app, port=0, host="127.0.0.1")
     print(ref.proxy().port.get(timeout=10), flush=True)
     sys.stdin.read()  # until the bench closes our stdin

@@ -122,8 +122,8 @@ def _switch_interval() -> None:
 
 TRACED = {  # module: {class (or "" for module functions): [function names]}: the steps of one mail
     "kinds.imap.idle": {"IdleClient": ["idle", "idle_check", "idle_done", "search", "fetch", "sizes_from", "select_folder"]},
-    "kinds.imap.mailbox": {"Mailbox": ["tick", "_sync_one_batch", "_idle_slice", "_save_cursor", "mail_done"],
-                        "": ["parse_mail"]},
+    "kinds.imap.mailbox": {"Mailbox": ["tick", "_sync_one_batch", "_idle_slice", "_save_cursor", "mail_done"]},
+    "kinds.imap.fetching": {"": ["parse_mail"]},
     "runtime.storage": {"Storage": ["find_customers", "find_customer", "save_customer", "find_messages",
                                     "find_intents", "thread_candidates", "record_intents", "store_messages",
                                     "clear_intents", "save_cursor", "set_health", "log"]},

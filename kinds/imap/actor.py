@@ -11,8 +11,8 @@ from typing import Any
 import pykka
 
 from actors.interrupt import interrupt, interruptible
-from runtime.logctx import bind_thread
 from kinds.imap.mailbox import Mailbox
+from runtime.logctx import bind_thread
 from runtime.tenants import bind_thread as bind_tenant
 
 __all__ = ["Mailbox", "MailboxActor"]

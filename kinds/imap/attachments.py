@@ -24,7 +24,8 @@ from runtime.errors import MailboxError, MailParseError, RequestError
 from runtime.mail.parse import find_part, parse_mail, synthetic_message_id
 from runtime.tenants import bind_request
 from web.auth import LOGIN_REQUIRED, current_user, is_logged_in
-from web.download import MIME_TYPE as _MIME_TYPE, AttachmentError, content_disposition
+from web.download import MIME_TYPE as _MIME_TYPE
+from web.download import AttachmentError, content_disposition
 
 __all__ = ["AttachmentError", "AttachmentHandler", "content_disposition", "read_attachment", "routes"]
 

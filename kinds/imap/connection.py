@@ -7,6 +7,7 @@ with XOAUTH2: ``settings.tokens`` hands out a fresh access token, and a refused 
 """
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -15,13 +16,13 @@ from typing import Any
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
-from runtime.errors import AuthenticationFailed, FolderUnavailable, MailboxError
 from kinds.imap.folders import resolve
-from runtime.hosts import host_problem, tls_context
 from kinds.imap.idle import IdleClient
 from kinds.imap.oauth import Tokens, oauth_tokens
+from runtime.errors import AuthenticationFailed, FolderUnavailable, MailboxError
+from runtime.hosts import host_problem, tls_context
 
-__all__ = ["ImapSettings", "connect", "select_resolved", "NETWORK_ERRORS"]
+__all__ = ["ImapSettings", "NETWORK_ERRORS", "appended_uid", "connect", "select_resolved"]
 
 # Seconds for the TCP connect, the TLS handshake and the greeting: a dropped SYN or a server too busy to greet
 # costs this, not the whole command timeout (imap_timeout_seconds) before the backoff.
@@ -153,3 +154,10 @@ def _words(exc: BaseException) -> str:
     if text.startswith(("b'", 'b"')) and text.endswith(("'", '"')):
         text = text[2:-1]
     return text
+
+
+def appended_uid(response: Any) -> int | None:
+    """The new message's UID from an APPEND response carrying ``[APPENDUID <validity> <uid>]`` (RFC 4315)."""
+    text = response.decode("ascii", "replace") if isinstance(response, bytes) else str(response or "")
+    match = re.search(r"\[APPENDUID \d+ (\d+)\]", text, re.IGNORECASE)
+    return int(match.group(1)) if match else None

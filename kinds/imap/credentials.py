@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.errors import RequestError
 from kinds.imap.smtp import smtp_port, smtp_security
+from runtime.errors import RequestError
 
 __all__ = ["endpoints", "follow_host", "moved"]
 

@@ -14,9 +14,9 @@ import argparse
 import json
 import smtplib
 import sys
-from typing import Any
 from email.message import EmailMessage
 from email.utils import make_msgid
+from typing import Any
 
 import pika.exceptions
 import pymongo
@@ -82,8 +82,8 @@ def reset_queues(config: Any) -> int:
     unsuffixed queues may be erxes's own."""
     import pika  # noqa: F811 - the connection class, beside the exceptions imported above
 
-    from runtime.detect import MARKER_QUEUE, emulation_queues
     from kinds.imap.procedures import ImapProcedures
+    from runtime.detect import MARKER_QUEUE, emulation_queues
 
     if not config.message_broker_prefix:
         raise RuntimeFault("MESSAGE_BROKER_PREFIX is empty: the queues without a suffix may be erxes's; not deleting")

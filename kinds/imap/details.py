@@ -11,11 +11,11 @@ import json
 import ssl
 from typing import Any
 
+from kinds.imap.oauth import parse_oauth
+from kinds.imap.smtp import smtp_port, smtp_security
 from runtime.errors import RequestError
 from runtime.hosts import host_problem, tls_context
 from runtime.mail.build import parse_addresses
-from kinds.imap.oauth import parse_oauth
-from kinds.imap.smtp import smtp_port, smtp_security
 
 __all__ = ["parse_aliases", "parse_details"]
 

@@ -30,8 +30,14 @@ from typing import Any
 import pykka
 import tornado.web
 
+from kinds.imap.oauth import (
+    OAuthSettings,
+    authorization_url,
+    exchange_code,
+    pkce_challenge,
+    store_tokens,
+)
 from runtime.errors import MailboxError, RequestError
-from kinds.imap.oauth import OAuthSettings, authorization_url, exchange_code, pkce_challenge, store_tokens
 from runtime.storage import utcnow
 from runtime.tenants import UnknownTenant, bind_request
 from web.auth import LOGIN_REQUIRED, current_user, is_logged_in, may_administer

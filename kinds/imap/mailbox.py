@@ -9,10 +9,8 @@ unhealthy.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import random
-import re
 import socket
 import time
 from typing import Any, Callable
@@ -20,30 +18,31 @@ from typing import Any, Callable
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from pymongo.errors import PyMongoError
 
-from runtime import metrics
-from kinds.imap.cursor import FolderProgress
-from runtime.pipeline import Incoming
-from runtime.errors import AuthenticationFailed, FolderUnavailable, MailboxError, MailParseError, StorageError
-from kinds.imap.folders import FolderSkips
+from kinds.imap.answers import MailboxAnswers
 from kinds.imap.connection import NETWORK_ERRORS, ImapSettings, connect, select_resolved
+from kinds.imap.cursor import FolderProgress
+from kinds.imap.fetching import FULL_WAIT, MailboxFetching
+from kinds.imap.folders import FolderSkips
 from kinds.imap.logins import LoginPacer, shared_pacer
-from runtime.mail.parse import parse_mail
-from runtime.storage import MAX_RAW_IN_DOCUMENT, utcnow
+from runtime import metrics
+from runtime.errors import (
+    AuthenticationFailed,
+    FolderUnavailable,
+    MailboxError,
+    StorageError,
+)
 
 __all__ = ["Mailbox"]
 
 logger = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5  # a mail that fails this often is logged and passed over (quarantine comes with issue 5)
 AUTH_ATTEMPTS = 2  # refused logins before the mailbox waits for new settings
-CURSOR_EVERY = 0.5  # seconds: a moving cursor is saved at most this often (and at once when nothing is in flight)
 SYNCED_EVERY = 60.0  # seconds: lastFetchDate is written at most this often while the state stays the same
-FULL_WAIT = 0.05  # seconds: a pause while the pipeline is full (its answers come in between)
 PRIMARY_EVERY = 0.5  # seconds: while another folder is worked on, the IDLE folder is asked (STATUS) at most this often
 BACKOFF_BASE, BACKOFF_CAP = 1.0, 600.0
 
 
-class Mailbox:
+class Mailbox(MailboxAnswers, MailboxFetching):
     def __init__(self, integration: dict[str, Any], *, config: Any, storage: Any, pipeline: Any,
                  imap_factory: Callable[[ImapSettings], Any] = connect, subdomain: str = "os",
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
@@ -176,123 +175,6 @@ class Mailbox:
             except NETWORK_ERRORS:
                 pass
 
-    # -- pipeline answers (arrive as actor messages) ----------------------------------------------------------------
-    def mail_done(self, folder: str, uid: int) -> None:
-        """A mail is stored: its cursor is saved now, or after the fetch when new mail is waiting (an answer that
-        came in during an IDLE slice is handled just before the mail that ended the slice is fetched)."""
-        self._held.pop((folder, uid), None)
-        fp = self._folders.get(folder)
-        if fp is not None and fp.complete(uid):
-            self._dirty.add(folder)
-            if not self._fetch_due():
-                self._flush_cursors()
-
-    def _fetch_due(self) -> bool:
-        return self._client is not None and any(self._wanted(f) for f in self._folders.values())
-
-    def _flush_cursors(self, force: bool = False) -> None:
-        """Save the cursors that moved: at once when their folder has nothing in flight (the end of a batch, or a
-        single new mail), else at most every CURSOR_EVERY seconds (a crash meanwhile re-fetches a few mails,
-        which are recognised as stored)."""
-        now = self._clock()
-        for name in list(self._dirty):
-            fp = self._folders[name]
-            if force or not fp.pending or now - self._cursor_saved_at >= CURSOR_EVERY:
-                self._dirty.discard(name)
-                self._cursor_saved_at = now
-                self._save_cursor(fp)
-
-    def _save_cursor(self, fp: FolderProgress) -> None:
-        try:
-            self._storage.save_cursor(self.inbox_id, fp.name, fp.uidvalidity or 0, fp.cursor)
-        except PyMongoError as exc:  # saved with the next advance; a restart meanwhile re-fetches (idempotent)
-            logger.warning("Mailbox %s: cannot save the cursor of %s (MongoDB: %s)", self.inbox_id, fp.name, exc)
-
-    def mail_failed(self, folder: str, uid: int, error: str, transient: bool = False) -> None:
-        """A mail could not be processed. ``transient``: our infrastructure was down, which is not the mail's fault
-        and does not count towards giving up on it."""
-        fp = self._folders.get(folder)
-        self._held.pop((folder, uid), None)
-        if fp is None or uid not in fp.pending:
-            return
-        metrics.MAILS_FAILED.inc()
-        if transient:
-            logger.warning("Mailbox %s: %s UID %d must wait: %s", self.inbox_id, folder, uid, error)
-            self._outages += 1
-            fp.reset()
-            self._retry_at = max(self._retry_at, self._clock() + min(30.0, 0.5 * 2 ** min(self._outages, 6)))
-            return
-        tries = fp.attempts.get(uid, 0) + 1
-        if tries >= MAX_ATTEMPTS:
-            logger.error("Mailbox %s: giving up on %s UID %d after %d attempts: %s", self.inbox_id, folder, uid,
-                         tries, error)
-            self._storage.log("error", f"gave up on {folder} UID {uid} after {tries} attempts: {error}",
-                              inbox_id=self.inbox_id)
-            try:
-                self._storage.quarantine_mail(self.inbox_id, folder, fp.uidvalidity or 0, uid,
-                                              f"failed {tries} times: {error}", raw=self._raw_or_none(folder, uid))
-            except PyMongoError as exc:  # the cursor may not pass a mail that is kept nowhere
-                self.mail_failed(folder, uid, f"cannot quarantine: {exc}", transient=True)
-                return
-            self.mail_done(folder, uid)
-            return
-        logger.warning("Mailbox %s: %s UID %d failed (attempt %d): %s", self.inbox_id, folder, uid, tries, error)
-        fp.attempts[uid] = tries
-        fp.reset()  # re-fetch from the cursor after a pause; work already done is recognised downstream
-        self._retry_at = max(self._retry_at, self._clock() + min(30.0, 0.5 * 2 ** tries))
-
-    def mail_rejected(self, folder: str, uid: int, reason: str) -> None:
-        """A mail that can never be ingested as it is (no usable sender): quarantined at once, without retries."""
-        fp = self._folders.get(folder)
-        size = self._held.pop((folder, uid), None)
-        if fp is None or uid not in fp.pending:
-            return
-        metrics.MAILS_FAILED.inc()
-        try:
-            if size is not None and size > MAX_RAW_IN_DOCUMENT:  # a quarantine document could not hold it either:
-                self._set_aside(fp, uid, reason, size=size)     # the entry names folder, UIDVALIDITY and UID
-            else:
-                self._set_aside(fp, uid, reason, raw=self._raw_or_none(folder, uid))
-        except PyMongoError as exc:  # the cursor may not pass a mail that is kept nowhere
-            self.mail_failed(folder, uid, f"cannot quarantine: {exc}", transient=True)
-
-    # -- requests that need this mailbox's IMAP session (asked by the send path and the attachment route) ----------
-    def append_sent(self, raw: bytes) -> tuple[str, int | None]:
-        """APPEND ``raw`` (seen) to the folder marked ``\\Sent``, else ``Sent``; returns the folder and the new
-        UID (from UIDPLUS's APPENDUID; None when the server does not say)."""
-        client = self._session()
-        folder = client.find_special_folder(b"\\Sent") or self._config.sent_folder
-        response = client.append(folder, raw, flags=[b"\\Seen"])
-        found = re.search(rb"APPENDUID \d+ (\d+)", response or b"")
-        return folder, int(found.group(1)) if found else None
-
-    def fetch_raw(self, folder: str, uid: int) -> bytes | None:
-        """The raw bytes of ``uid`` in ``folder`` (``BODY.PEEK[]``: never marks it read), or None if gone."""
-        client = self._session()
-        self._select(folder)
-        fetched = client.fetch([uid], [b"BODY.PEEK[]"])
-        return fetched.get(uid, {}).get(b"BODY[]")
-
-    def _raw_or_none(self, folder: str, uid: int) -> bytes | None:
-        try:
-            return self.fetch_raw(folder, uid)
-        except (MailboxError, *NETWORK_ERRORS):
-            return None  # quarantined without its bytes; still on the server
-
-    def _session(self) -> Any:
-        """The connected client, out of IDLE, for a request; raises MailboxError when not connected."""
-        if self._client is None:
-            raise MailboxError(f"mailbox {self.inbox_id} is not connected ({(self._state or ('connecting',))[0]})")
-        if self._idling:
-            self._client.idle_done()
-            self._idling = False
-        return self._client
-
-    def status(self) -> dict[str, Any]:
-        state, error = self._state or ("connecting", None)
-        return {"state": state, "error": error,
-                "folders": {n: {"cursor": f.cursor, "inflight": f.inflight} for n, f in self._folders.items()}}
-
     # -- steps ------------------------------------------------------------------------------------------------------
     def _connect(self) -> None:
         self._set_state("connecting", self._trouble, healthy=self._trouble is None)
@@ -375,123 +257,6 @@ class Mailbox:
             return
         if int(info.get(b"UIDNEXT", 1)) - 1 > fp.high or int(info.get(b"UIDVALIDITY", 0)) != fp.uidvalidity:
             fp.need_sync = True
-
-    def _sync_one_batch(self) -> bool:
-        """Fetch and dispatch one batch of new mail from a folder that needs it; False when all are caught up."""
-        self._check_primary()
-        fp = next((f for f in self._folders.values() if self._wanted(f)), None)
-        if fp is None:
-            return False
-        room = min(self._config.fetch_batch, self._config.max_inflight - sum(
-            f.inflight for f in self._folders.values()))
-        budget = self._config.fetch_batch_bytes  # 0: batches by count only (the behaviour before issue 12)
-        held = self._bytes_in_flight() if budget else 0
-        if held and held + max(self._next_size, 1) > budget:
-            room = 0  # the mails fetched already fill the byte budget
-        if room <= 0:  # the pipeline is full: pause briefly while its answers come in (an IDLE slice after a while)
-            now = self._clock()
-            self._full_since = now if self._full_since is None else self._full_since
-            if now - self._full_since >= self._config.idle_watchdog_seconds:
-                return False
-            self._sleep(FULL_WAIT)
-            return True
-        self._full_since = None
-        if self._idling:
-            self._client.idle_done()
-            self._idling = False
-        try:
-            fp = self._select(fp.name)
-        except FolderUnavailable as exc:
-            self._skip(fp.name, exc)
-            return True
-        sizes: dict[int, int] | None = None
-        if fp.initial:
-            since = (utcnow() - dt.timedelta(days=self._config.lookback_days)).date()
-            uids = self._client.search(["SINCE", since])
-        elif fp.caught_up:  # only what came since the last search: its sizes at once, one round trip fewer
-            sizes = self._client.sizes_from(fp.high + 1)
-            uids = list(sizes)
-        else:
-            uids = self._client.search(["UID", f"{fp.high + 1}:*"])
-        uids = sorted(u for u in uids if u > fp.high)
-        if not uids:  # every UID below UIDNEXT that the search did not return is gone (UIDs are never reused)
-            fp.skip_to(max(fp.high, fp.uidnext - 1))
-            fp.initial = False
-            fp.need_sync = False
-            fp.caught_up = True
-            if not fp.pending:
-                self._save_cursor(fp)
-            self._after_sync()
-            return True
-        initial, fp.initial = fp.initial, False
-        batch = uids[:room]
-        if sizes is None:
-            sizes = {u: int(d.get(b"RFC822.SIZE", 0)) for u, d in self._client.fetch(batch, [b"RFC822.SIZE"]).items()}
-        else:
-            sizes = {u: sizes[u] for u in batch}
-        if budget:
-            batch = self._within_budget(batch, sizes, budget - held, alone=not held)
-            if not batch:  # the next mail waits for the pipeline to hand back bytes
-                fp.initial = initial
-                return True
-        wanted = [u for u in batch if sizes.get(u, 0) <= self._config.max_mail_bytes]
-        fetched = self._client.fetch(wanted, [b"BODY.PEEK[]"]) if wanted else {}
-        fetched_at = utcnow()
-        for uid in batch:
-            fp.dispatched(uid)
-            if uid not in sizes:  # expunged meanwhile
-                self.mail_done(fp.name, uid)
-                continue
-            if uid not in fetched:
-                self._set_aside(fp, uid, f"{sizes[uid]} bytes is over the {self._config.max_mail_bytes} limit",
-                                size=sizes[uid])
-                continue
-            raw = fetched[uid].get(b"BODY[]") or b""
-            self._held[(fp.name, uid)] = sizes[uid]
-            try:
-                mail = parse_mail(raw)
-            except MailParseError as exc:
-                self._set_aside(fp, uid, f"not a readable mail: {exc}", raw=raw)
-                continue
-            self._pipeline.resolve(Incoming(self.inbox_id, self._subdomain, fp.name, uid, mail, self._reply_to,
-                                            fetched_at))
-        fp.need_sync = len(uids) > len(batch)
-        fp.caught_up = not fp.need_sync  # a burst bigger than a batch is searched for, not sized whole again
-        self._after_sync()  # the last batch had mail: the mailbox is caught up all the same
-        return True
-
-    def _within_budget(self, batch: list[int], sizes: dict[int, int], left: int, *, alone: bool) -> list[int]:
-        """The first UIDs of ``batch`` whose mails fit in ``left`` bytes, by RFC822.SIZE (a mail over
-        max_mail_bytes is never downloaded and costs nothing); when nothing is in flight (``alone``), the first
-        mail goes even if it alone is over the budget. Remembers the size of the first one left out."""
-        chosen: list[int] = []
-        total = 0
-        for uid in batch:
-            size = sizes.get(uid, 0)
-            cost = size if size <= self._config.max_mail_bytes else 0
-            if total + cost > left and (chosen or not alone):
-                self._next_size = cost
-                break
-            chosen.append(uid)
-            total += cost
-        else:
-            self._next_size = 0
-        return chosen
-
-    def _bytes_in_flight(self) -> int:
-        """Bytes of the fetched mails the pipeline has not answered for (forgetting ones a reset gave up on)."""
-        pending = {name: set(fp.pending) for name, fp in self._folders.items()}  # a deque's `in` is a scan
-        for key in [k for k in self._held if k[1] not in pending[k[0]]]:
-            del self._held[key]
-        return sum(self._held.values())
-
-    def _set_aside(self, fp: FolderProgress, uid: int, reason: str, *, raw: bytes | None = None,
-                   size: int | None = None) -> None:
-        """Quarantine a mail we will not ingest (recorded, never lost), and move on."""
-        logger.warning("Mailbox %s: %s UID %d quarantined: %s", self.inbox_id, fp.name, uid, reason)
-        self._storage.log("error", f"{fp.name} UID {uid} quarantined: {reason}", inbox_id=self.inbox_id)
-        self._storage.quarantine_mail(self.inbox_id, fp.name, fp.uidvalidity or 0, uid, reason, raw=raw, size=size)
-        self.mail_done(fp.name, uid)
 
     def _after_sync(self) -> None:
         if not any(self._wanted(f) for f in self._folders.values()):

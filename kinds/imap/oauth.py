@@ -43,9 +43,16 @@ from typing import Any, Callable
 from pymongo.errors import PyMongoError
 
 from runtime import fence as outbound
+from runtime.errors import (
+    AuthenticationFailed,
+    MailboxError,
+    OutboundError,
+    OutboundRefused,
+    OutboundTooLarge,
+    RequestError,
+    StorageError,
+)
 from runtime.hosts import host_problem
-from runtime.errors import (AuthenticationFailed, MailboxError, OutboundError, OutboundRefused, OutboundTooLarge,
-                            RequestError, StorageError)
 
 __all__ = ["FIELDS", "PROVIDERS", "NotSignedIn", "OAuthSettings", "TokenRevoked", "Tokens", "authorization_url",
            "exchange_code", "parse_oauth", "pkce_challenge", "store_tokens", "xoauth2"]

@@ -17,8 +17,8 @@ from pymongo.errors import DuplicateKeyError
 
 from kinds.imap.credentials import follow_host
 from kinds.imap.details import parse_details
-from runtime.errors import RequestError
 from kinds.imap.logs_collect import collect_items
+from runtime.errors import RequestError
 from runtime.storage import SECRET_FIELDS
 from runtime.tenants import current
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from runtime.pipeline import Incoming
 from runtime.errors import MailboxError, MailRejected, RequestError
 from runtime.mail.parse import parse_mail
+from runtime.pipeline import Incoming
 from runtime.signing import sign, verify
 from runtime.storage import utcnow
 

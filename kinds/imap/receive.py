@@ -10,8 +10,8 @@ from typing import Any
 
 import tornado.web
 
-from runtime.errors import MailParseError, MailRejected, RequestError, RuntimeFault
 from kinds.imap.push import verify
+from runtime.errors import MailParseError, MailRejected, RequestError, RuntimeFault
 from runtime.tenants import UnknownTenant, bind_request
 
 __all__ = ["routes"]

@@ -30,14 +30,21 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from kinds.imap import smtp
+from kinds.imap.connection import ImapSettings, appended_uid, connect
 from runtime.errors import MailboxError, OutboundTooLarge, RequestError
 from runtime.fence import Fence
-from kinds.imap.connection import ImapSettings, connect
-from runtime.mail.build import (Attachment, Outgoing, build, normalize_message_id, parse_addresses, reply_subject,
-                               thread_references)
+from runtime.mail.build import (
+    Attachment,
+    Outgoing,
+    build,
+    normalize_message_id,
+    parse_addresses,
+    reply_subject,
+    thread_references,
+)
 from runtime.mail.parse import parse_mail
-from runtime.tenants import current
 from runtime.storage import DONE, utcnow
+from runtime.tenants import current
 
 __all__ = ["DEFAULT_MAX_ATTACHMENT_BYTES", "MailSender", "appended_uid"]
 
@@ -392,13 +399,6 @@ def _check_sender(address: str, own: str, aliases: Any, inbox_id: str) -> None:
     if address.strip().lower() not in allowed:
         raise RequestError(f"from {address} is neither the address of integration {inbox_id} ({own}) nor one of "
                            f"its aliases (doc.data.aliases): nothing was sent")
-
-
-def appended_uid(response: Any) -> int | None:
-    """The new message's UID from an APPEND response carrying ``[APPENDUID <validity> <uid>]`` (RFC 4315)."""
-    text = response.decode("ascii", "replace") if isinstance(response, bytes) else str(response or "")
-    match = re.search(r"\[APPENDUID \d+ (\d+)\]", text, re.IGNORECASE)
-    return int(match.group(1)) if match else None
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0/C1 controls and DEL: never in a Message-ID

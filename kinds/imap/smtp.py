@@ -18,9 +18,9 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from kinds.imap.oauth import Tokens, oauth_tokens, xoauth2
 from runtime.errors import AuthenticationFailed, MailboxError, RequestError
 from runtime.hosts import tls_context
-from kinds.imap.oauth import Tokens, oauth_tokens, xoauth2
 
 __all__ = ["SmtpSettings", "SendResult", "SmtpRefused", "send", "smtp_security", "smtp_port", "SECURITY_MODES"]
 

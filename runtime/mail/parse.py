@@ -14,13 +14,24 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
+from typing import Any, Callable
 
-from runtime.mail.headers import (_addresses, _date, _decode_bytes, _decode_words, _delivered_to, _first_raw,
-                                  _fix_surrogates, _message_id, _raw_values, _unique_ids, text_to_html)
 from runtime.errors import MailParseError
+from runtime.mail.headers import (
+    _addresses,
+    _date,
+    _decode_bytes,
+    _decode_words,
+    _delivered_to,
+    _first_raw,
+    _fix_surrogates,
+    _message_id,
+    _raw_values,
+    _unique_ids,
+    text_to_html,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from runtime.config import PRIVATE_NETWORKS, Config, load_config
 from runtime.errors import ConfigError
 from tests.secretscan import active, caught, register_secret
 from tests.web.test_attachments import DOC, RAW, FakeMailbox, FakeStorage, FakeSupervisor
+from kinds.imap.web import IMAP_PATTERNS, imap_routes
 from web.app import WebDeps, make_app
 from web.rpc import RpcAccess
 
@@ -50,7 +51,7 @@ class Server:
         self.calls: list[Any] = []
         rpc = {"echo": ("imap:echo", self.echo)}
         deps = WebDeps(ready=lambda: True, rpc=rpc, storage=Storage(DOC), push=self,
-                       supervisor=FakeSupervisor(FakeMailbox(RAW)))
+                       supervisor=FakeSupervisor(FakeMailbox(RAW)), routes=[(IMAP_PATTERNS, imap_routes)])
         self.port = WebActor.start(make_app(cfg, deps=deps), port=0, host="127.0.0.1").proxy().port.get(timeout=10)
 
     def echo(self, request: dict[str, Any]) -> Any:

@@ -25,6 +25,7 @@ from app.process import Runtime
 from tests.conftest import wait_for
 from tests.e2e import connect_mailbox
 from kinds.imap import attachments
+from kinds.imap.graphql import schema as imap_schema
 from web import graphql
 
 USER_HEADER = {"user": base64.b64encode(json.dumps({"_id": "agent-1", "username": "agent"}).encode()).decode()}
@@ -79,7 +80,7 @@ def served(runtime: Runtime) -> Iterator[Served]:
     """Our routes on a Tornado app of their own, on a free port, run by the project's WebActor (IOLoop thread)."""
     sender = FakeSender()
     deps = SimpleNamespace(storage=runtime.storage, supervisor=runtime.supervisor, sender=sender, subdomain="os",
-                           ask_timeout=10.0)
+                           ask_timeout=10.0, schema=imap_schema)
     app = tornado.web.Application([*graphql.routes(deps), *attachments.routes(deps)])
     ref = WebActor.start(app, port=0, host="127.0.0.1")
     try:

@@ -16,6 +16,7 @@ import web.graphql
 from actors.web import WebActor
 from tests.web.test_doors import config
 from tests.web.test_attachments import DOC, FakeStorage
+from kinds.imap.graphql import schema as imap_schema
 from web.app import WebDeps, make_app
 
 USER = {"user": base64.b64encode(json.dumps({"_id": "agent-1"}).encode()).decode()}
@@ -34,7 +35,7 @@ class Storage(FakeStorage):
 class Served:
     def __init__(self) -> None:
         self.storage = Storage()
-        deps = WebDeps(ready=lambda: True, storage=self.storage)
+        deps = WebDeps(ready=lambda: True, storage=self.storage, schema=imap_schema)
         app = make_app(config().with_overrides(max_request_bytes=15 * 1024 * 1024), deps=deps)
         self.port = WebActor.start(app, port=0, host="127.0.0.1").proxy().port.get(timeout=10)
 

@@ -22,18 +22,19 @@ mailbox actor), so a node cut off from Redis stops listening seconds before anyo
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import pykka
 import redis
 from redis.lock import Lock
+
+from runtime._share import Plan, fair_share, plan_share
 
 __all__ = ["Balance", "Leases", "Plan", "SoleOwner", "Timings", "fair_share", "lease_key", "plan_share"]
 
@@ -59,31 +60,6 @@ class Timings:
     @classmethod
     def from_lease(cls, lease: float) -> Timings:
         return cls(lease=lease, renew_every=lease / 4, deadline=lease * 0.6, node_ttl=lease)
-
-
-def fair_share(integrations: int, nodes: int) -> int:
-    """How many mailboxes each node aims at: ``ceil(integrations / nodes)``."""
-    return math.ceil(integrations / max(1, nodes))
-
-
-@dataclass(frozen=True)
-class Plan:
-    release: list[str] = field(default_factory=list)
-    acquire: list[str] = field(default_factory=list)
-
-
-def _score(node_id: str, key: str) -> int:
-    """Rendezvous (highest-random-weight) score: each node prefers the keys it scores highest, so moves are few and
-    the same keys go back to a node that rejoins."""
-    return int.from_bytes(hashlib.blake2b(f"{node_id}|{key}".encode(), digest_size=8).digest(), "big")
-
-
-def plan_share(*, node_id: str, held: Iterable[str], free: Iterable[str], target: int) -> Plan:
-    """Above ``target``: hand over the extras this node scores lowest. Below: take free ones, highest first."""
-    held, free = list(held), list(free)
-    if len(held) > target:
-        return Plan(release=sorted(held, key=lambda k: _score(node_id, k))[:len(held) - target])
-    return Plan(acquire=sorted(free, key=lambda k: _score(node_id, k), reverse=True)[:target - len(held)])
 
 
 @dataclass(frozen=True)

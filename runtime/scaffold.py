@@ -22,7 +22,7 @@ from runtime.kinds import BUILTIN, ENTRY_POINT_GROUP
 
 __all__ = ["Refused", "existing_kinds", "main", "module_of", "render", "validate_name", "write_kind"]
 
-NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")  # the KINDS setting's names (runtime/config.py), as a Python identifier
+NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")  # the KINDS setting's names (runtime/_checks.py), as a Python identifier
 # the runtime's own packages and top-level paths (/<name>/receive, /<name>/rpc beside them)
 RESERVED = frozenset({"runtime", "actors", "web", "kinds", "tests", "rpc", "graphql", "health", "ready", "metrics",
                       "receive", "login", "console", "static"})

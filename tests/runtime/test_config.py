@@ -3,11 +3,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from runtime.config import DEFAULTS, ENV_SETTINGS, load_config
+import runtime.config
+from runtime._settings import CHECKS
+from runtime.config import DEFAULTS, ENV_SETTINGS, Config, load_config
 from runtime.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +29,15 @@ def test_every_setting_is_in_the_readme():
         assert f"`{env}`" in readme, env
     for key in DEFAULTS:
         assert f"`{key}`" in readme, key
+
+
+def test_every_field_has_a_check_and_the_table_stays_whole():
+    """The settings table (runtime/_settings.py) and the Config fields (runtime/config.py) live in two modules: a
+    field without a check would silently keep its default, a check without a field would break load_config."""
+    assert set(CHECKS) == {f.name for f in fields(Config)}
+    assert set(CHECKS) == set(DEFAULTS) | {"jwt_token_secret"}  # that one only from the erxes CLI's section
+    assert set(ENV_SETTINGS.values()) <= set(DEFAULTS)
+    assert [name for name in runtime.config.__all__ if not hasattr(runtime.config, name)] == []
 
 
 def test_environment_overrides_the_file(tmp_path):

@@ -279,7 +279,7 @@ class Supervisor:
             for subdomain in self._tenants():
                 with bound(subdomain):
                     for listener in list(self._listeners.values()):
-                        for doc in _inventory_of(listener.integrations):
+                        for doc in listener.integrations.inventory():
                             found[self._key(doc, subdomain)] = (subdomain, doc["inboxId"], doc.get("updatedAt"))
         return found
 
@@ -345,13 +345,6 @@ class Supervisor:
 class _Listener:
     factory: Callable[..., pykka.ActorRef[Any]] | None
     integrations: Any
-
-
-def _inventory_of(integrations: Any) -> Any:
-    """``{_id, inboxId, updatedAt}`` of every integration of a source (the bound tenant's)."""
-    if hasattr(integrations, "inventory"):
-        return integrations.inventory()
-    return integrations.integrations.find({}, {"inboxId": 1, "updatedAt": 1})  # runtime.storage.Storage
 
 
 class SupervisorActor(pykka.ThreadingActor, Supervisor):

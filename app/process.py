@@ -134,7 +134,7 @@ class Runtime:
         self._rpc_executor = concurrent.futures.ThreadPoolExecutor(HTTP_RPC_WORKERS, thread_name_prefix="http-rpc")
         self._probe = Probe(storage=self.tenants.base, broker=self.broker, redis_client=self._redis,
                             node=self.ownership.status, integrations=lambda: [
-                                self.tenants.storage(s).integrations for s in self.tenants.known()],
+                                self.tenants.storage(s) for s in self.tenants.known()],
                             redis_required=self.config.leases == "redis", mode=self.mode.report())
         queries, mutations = self.kinds.graphql_fields()
         app = make_app(self.config, deps=WebDeps(

@@ -20,8 +20,6 @@ import urllib.request
 from typing import Any
 
 import redis
-from bson import ObjectId
-from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
 
 from runtime.config import load_config
@@ -74,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(doc["webhookSecret"])
         elif args.action == "list":
-            query = {"integrationId": args.inbox_id} if args.inbox_id else {}
-            for entry in storage.quarantine.find(query, projection={"raw": 0}).sort("quarantinedAt", 1):
+            for entry in storage.quarantined(args.inbox_id):
                 print(f"{entry['_id']}  {entry['integrationId']}  {entry['folder']} UID {entry['uid']}  "
                       f"{entry.get('size', 0)} bytes  {entry['reason']}")
         else:
@@ -117,7 +114,7 @@ def owners(config: Any) -> int:
     try:
         rows = [(subdomain, doc["inboxId"], doc.get("user", ""), leases.key(subdomain, doc["_id"]))
                 for subdomain in tenants.known()
-                for doc in tenants.storage(subdomain).integrations.find({}, {"inboxId": 1, "user": 1})]
+                for doc in tenants.storage(subdomain).integration_users()]
         held = leases.owners([key for *_, key in rows])
         nodes = leases.nodes()
     except (RuntimeFault, PyMongoError, redis.RedisError) as exc:
@@ -140,10 +137,7 @@ def owners(config: Any) -> int:
 
 
 def reprocess(storage: Storage, entry_id: str, base_url: str) -> int:
-    try:
-        entry = storage.quarantine.find_one({"_id": ObjectId(entry_id)})
-    except InvalidId:
-        entry = None
+    entry = storage.quarantined_mail(entry_id)
     if entry is None:
         print(f"admin: no quarantined mail {entry_id}", file=sys.stderr)
         return 1
@@ -168,7 +162,7 @@ def reprocess(storage: Storage, entry_id: str, base_url: str) -> int:
     except OSError as exc:
         print(f"admin: cannot reach the runtime at {base_url}: {exc}", file=sys.stderr)
         return 1
-    storage.quarantine.delete_one({"_id": entry["_id"]})
+    storage.release_quarantined(entry["_id"])
     print(f"stored {result['messageId']} in conversation {result['conversationId']}")
     return 0
 

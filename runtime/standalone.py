@@ -37,22 +37,22 @@ class Standalone:
 
     @property
     def customers(self) -> Collection[Any]:
-        return self._storage.db["standalone_customers"]
+        return self._storage.collection("standalone_customers")
 
     @property
     def conversations(self) -> Collection[Any]:
-        return self._storage.db["standalone_conversations"]
+        return self._storage.collection("standalone_conversations")
 
     @property
     def inserted(self) -> Collection[Any]:
-        return self._storage.db["standalone_message_notifications"]
+        return self._storage.collection("standalone_message_notifications")
 
     @staticmethod
     def ensure_indexes(storage: Any) -> None:
         """The emulation's indexes in ``storage``'s database (each tenant's, with tenants). Customers are unique
         by ``primaryEmail``, ``primaryPhone`` and ``code`` where they have one (sparse: the ``api`` kind's customers
         may have only a phone or a code); an older, non-sparse email index is replaced."""
-        customers = storage.db["standalone_customers"]
+        customers = storage.collection("standalone_customers")
         for key in CUSTOMER_KEYS:
             try:
                 customers.create_index(key, unique=True, sparse=True)
@@ -61,8 +61,23 @@ class Standalone:
                     raise
                 customers.drop_index(f"{key}_1")
                 customers.create_index(key, unique=True, sparse=True)
-        storage.db["standalone_conversations"].create_index("idempotencyKey", unique=True, sparse=True)
-        storage.db["standalone_message_notifications"].create_index("messageId", unique=True)
+        storage.collection("standalone_conversations").create_index("idempotencyKey", unique=True, sparse=True)
+        storage.collection("standalone_message_notifications").create_index("messageId", unique=True)
+
+    # -- the console's reads (web/console) --------------------------------------------------------------------------
+    def conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        return self.conversations.find_one({"_id": conversation_id})
+
+    def recent_conversations(self, among: list[Any] | None = None, *, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` conversations with the latest activity, of ``among`` when given."""
+        where = {} if among is None else {"_id": {"$in": among}}
+        return list(self.conversations.find(where, sort=[("updatedAt", -1), ("_id", -1)], limit=limit))
+
+    def conversations_mark(self) -> tuple[Any, ...]:
+        """The last-updated conversation's ``updatedAt``, ``_id`` and ``status``: it changes whenever a conversation
+        does (the console's live view polls it)."""
+        doc = self.conversations.find_one({}, {"updatedAt": 1, "status": 1}, sort=[("updatedAt", -1)])
+        return tuple((doc or {}).get(k) for k in ("updatedAt", "_id", "status"))
 
     def rpc_procedures(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         svc = self._customer_service

@@ -1,7 +1,9 @@
 """MongoDB storage: erxes's collections (contract section 5) and ours, with their indexes.
 
 Collections erxes has: ``imap_integrations``, ``imap_customers``, ``imap_messages``, ``imap_logs``.
-Ours: ``imap_cursors`` (per integration and folder: UIDVALIDITY and the last UID fully processed).
+Ours: ``imap_cursors`` (per integration and folder: UIDVALIDITY and the last UID fully processed),
+``imap_intents``, ``imap_quarantine`` (mails that could not be processed), ``imap_tenants``, ``imap_oauth_states``
+(``/login``'s) and ``imap_console`` (the console's session key).
 
 Uniqueness is scoped per integration (the contract's policy): ``(inboxIntegrationId, messageId)`` for messages,
 intents and ``(inboxIntegrationId, email)`` for customers. A mail on its way in is first an intent in
@@ -19,85 +21,43 @@ here, in one place (:mod:`runtime.sealing`): ``get_integration``, ``get_integrat
 ``list_integrations`` and ``save_integration`` return documents with plain secrets, for internal use only (never
 for a response). Plain values (erxes's own records) read as they are until ``reseal_integrations`` seals them. A
 Storage built without a sealer (tools, tests) writes plain values and refuses to read sealed ones.
+
+Callers use the operations, never a collection (issue 15): what a module needs from MongoDB is a method here that
+says what it does. The IMAP kind's collections' operations are in :mod:`runtime._storage_mail`, a mixin; the
+names every storage module shares (``PENDING``, ``utcnow``, ``scrub``...) in :mod:`runtime._storage_base`, all
+importable from here. The collections stay attributes for tests, to set up and inspect data. Modules that own
+collections of their own (the standalone stand-in's, a kind's store) reach them with :meth:`Storage.collection`.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import re
 import secrets
 from typing import Any, Iterable
 
-import bson
 import pymongo
-from bson import Binary, ObjectId
+from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo.errors import BulkWriteError, DocumentTooLarge, PyMongoError
+from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
 
+from runtime._storage_base import (DONE, DUPLICATE_KEY, MAX_DOCUMENT, MAX_RAW_IN_DOCUMENT, PENDING, STORED,
+                                   TOO_LARGE_CODES, refused, scrub, utcnow)
+from runtime._storage_mail import MailStorage
 from runtime.errors import StorageError
-from runtime.pipeline import pick_thread
 from runtime.sealing import Sealer, is_sealed
 
-__all__ = ["Storage", "utcnow"]
+__all__ = ["DONE", "DUPLICATE_KEY", "MAX_DOCUMENT", "MAX_RAW_IN_DOCUMENT", "PENDING", "SECRET_FIELDS", "STORED",
+           "Storage", "TOO_LARGE_CODES", "refused", "scrub", "utcnow"]
 
 logger = logging.getLogger(__name__)
 
-PENDING, STORED, DONE = "pending", "stored", "done"
-DUPLICATE_KEY = 11000
-MAX_RAW_IN_DOCUMENT = 15 * 1024 * 1024  # MongoDB documents hold 16 MiB
-MAX_DOCUMENT = 16 * 1024 * 1024  # MongoDB's limit on one document (BSON bytes)
-TOO_LARGE_CODES = {10334, 17419, 17420}  # the server's "object to insert too large" (BSONObjectTooLarge)
 SECRET_FIELDS = ("password", "webhookSecret", "oauthClientSecret", "oauthRefreshToken", "oauthAccessToken")
+TENANTS = "imap_tenants"  # in the base database: {subdomain, createdAt} per tenant with integrations (saas)
+SIGN_IN_STATES = "imap_oauth_states"  # /login's: {_id: SHA-256 of the state, inboxId, verifier (sealed), expiresAt}
+CONSOLE_KEYS = "imap_console"  # {_id: "sessionKey", key: <hex, sealed when SECRET_KEYS are set>}
 
 
-def refused(exc: BulkWriteError) -> StorageError:
-    """``exc`` without the documents it carries. pymongo's message (``full error: ...``) holds every refused
-    document (``op``: a mail's body, addresses and subject), which must reach no log, health error or API reply;
-    this keeps the count, the codes and the server's first words of each distinct error."""
-    errors = exc.details.get("writeErrors") or []
-    reasons = sorted({f"code {e.get('code')}: {str(e.get('errmsg', ''))[:160]}" for e in errors})
-    concern = exc.details.get("writeConcernErrors") or []
-    if concern:
-        reasons.append(f"write concern: {str(concern[0].get('errmsg', ''))[:160]}")
-    return StorageError(f"MongoDB refused {len(errors)} document(s) of the write: "
-                        f"{'; '.join(reasons[:3]) or 'no reason given'}")
-
-
-def _duplicates_only(exc: BulkWriteError) -> set[int]:
-    """The indexes of the documents an ``insert_many(ordered=False)`` found stored already; raises
-    :func:`refused` when anything else failed."""
-    errors = exc.details.get("writeErrors") or []
-    if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-        raise refused(exc) from None  # not "from exc": a traceback would print the documents again
-    return {int(e["index"]) for e in errors}
-
-
-def _write_errors(exc: BulkWriteError) -> tuple[set[int], set[int]]:
-    """The indexes an ``insert_many(ordered=False)`` found stored already and the ones too large for a document;
-    raises :func:`refused` when anything else failed."""
-    errors = exc.details.get("writeErrors") or []
-    if not errors or any(e.get("code") not in (DUPLICATE_KEY, *TOO_LARGE_CODES) for e in errors):
-        raise refused(exc) from None  # not "from exc": a traceback would print the documents again
-    return ({int(e["index"]) for e in errors if e.get("code") == DUPLICATE_KEY},
-            {int(e["index"]) for e in errors if e.get("code") in TOO_LARGE_CODES})
-
-
-def _by_message_id(collection: Any, inbox_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The documents of ``inbox_id`` in ``collection`` among ``message_ids``, by Message-ID, in one query."""
-    ids = [m for m in dict.fromkeys(message_ids) if m]
-    if not ids:
-        return {}
-    return {doc["messageId"]: doc for doc in collection.find({"inboxIntegrationId": inbox_id,
-                                                              "messageId": {"$in": ids}})}
-
-
-def utcnow() -> dt.datetime:
-    """Now in UTC, truncated to milliseconds as MongoDB stores it."""
-    now = dt.datetime.now(dt.timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-class Storage:
+class Storage(MailStorage):
     """Thin, typed access to the runtime's collections. Thread-safe (pymongo clients are)."""
 
     def __init__(self, mongo_url: str, *, database: str | None = None, timeout_ms: int = 10000,
@@ -143,6 +103,20 @@ class Storage:
     def close(self) -> None:
         self._client.close()
 
+    @property
+    def database_name(self) -> str:
+        return str(self.db.name)
+
+    def sibling(self, database: str, *, tenant: str) -> Storage:
+        """A Storage of another database (a tenant's) on this one's client: one connection pool for every tenant,
+        closed with this one."""
+        return Storage("", database=database, client=self._client, sealer=self.sealer, tenant=tenant)
+
+    def collection(self, name: str) -> Collection[Any]:
+        """The collection ``name`` of this database, for a module that owns it and offers its operations itself
+        (``runtime.standalone``'s ``standalone_*``, a kind's store: ``kinds.api.store``'s ``api_*``)."""
+        return self.db[name]
+
     # -- integrations ---------------------------------------------------------------------------------------------
     def save_integration(self, inbox_id: str, details: dict[str, Any]) -> dict[str, Any]:
         """Insert or replace the details of the integration ``inbox_id``; returns the stored document."""
@@ -185,6 +159,27 @@ class Storage:
                 logger.error("Integration %s: %s", doc.get("inboxId"), exc)
                 found.append({**{k: v for k, v in doc.items() if k not in SECRET_FIELDS}, "sealError": str(exc)})
         return found
+
+    def inventory(self) -> Iterable[dict[str, Any]]:
+        """``{_id, inboxId, updatedAt}`` of every integration (the supervisor's share of the leases; no secret)."""
+        return self.integrations.find({}, {"inboxId": 1, "updatedAt": 1})
+
+    def integration_users(self) -> Iterable[dict[str, Any]]:
+        """``{_id, inboxId, user}`` of every integration (``admin owners``; no secret)."""
+        return self.integrations.find({}, {"inboxId": 1, "user": 1})
+
+    def integration_health(self) -> Iterable[dict[str, Any]]:
+        """``{inboxId, state, healthStatus, error}`` of every integration (``/ready``'s counts; no secret)."""
+        return self.integrations.find({}, {"state": 1, "healthStatus": 1, "error": 1, "inboxId": 1, "_id": 0})
+
+    def integrations_mark(self) -> tuple[Any, ...]:
+        """What changes when an integration comes or goes or its settings or state change (the console's live view
+        polls it): the newest state change, the newest update and the count."""
+        def newest(key: str) -> tuple[Any, ...]:
+            doc = self.integrations.find_one({}, {key: 1, "inboxId": 1}, sort=[(key, -1)])
+            return (doc or {}).get(key), (doc or {}).get("inboxId")
+
+        return newest("stateChangedAt"), newest("updatedAt"), self.integrations.estimated_document_count()
 
     def _contexts(self, field: str, inbox_id: Any) -> tuple[str, str]:
         """The associated data of a sealed value: field, tenant and integration; then the form before the tenant was
@@ -284,165 +279,6 @@ class Storage:
         self.intents.delete_many({"inboxIntegrationId": inbox_id})
         return found
 
-    # -- cursors ----------------------------------------------------------------------------------------------------
-    def get_cursor(self, inbox_id: str, folder: str) -> dict[str, Any] | None:
-        return self.cursors.find_one({"integrationId": inbox_id, "folder": folder})
-
-    def save_cursor(self, inbox_id: str, folder: str, uidvalidity: int, last_uid: int) -> None:
-        self.cursors.update_one(
-            {"integrationId": inbox_id, "folder": folder},
-            {"$set": {"uidvalidity": uidvalidity, "lastUid": last_uid, "updatedAt": utcnow()}}, upsert=True)
-
-    # -- customers --------------------------------------------------------------------------------------------------
-    def find_customer(self, inbox_id: str, email: str) -> dict[str, Any] | None:
-        return self.customers.find_one({"inboxIntegrationId": inbox_id, "email": email})
-
-    def find_customers(self, inbox_id: str, emails: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The known customers of ``inbox_id`` among ``emails``, by email (one query for a batch)."""
-        wanted = [e for e in dict.fromkeys(emails) if e]
-        if not wanted:
-            return {}
-        return {doc["email"]: doc for doc in self.customers.find({"inboxIntegrationId": inbox_id,
-                                                                  "email": {"$in": wanted}})}
-
-    def save_customer(self, inbox_id: str, email: str, contacts_id: str, first_name: str = "",
-                      last_name: str = "") -> dict[str, Any]:
-        return self.customers.find_one_and_update(
-            {"inboxIntegrationId": inbox_id, "email": email},
-            {"$setOnInsert": {"contactsId": contacts_id, "firstName": first_name, "lastName": last_name,
-                              "createdAt": utcnow()}},
-            upsert=True, return_document=pymongo.ReturnDocument.AFTER)
-
-    # -- messages ---------------------------------------------------------------------------------------------------
-    def find_message(self, inbox_id: str, message_id: str) -> dict[str, Any] | None:
-        return self.messages.find_one({"inboxIntegrationId": inbox_id, "messageId": message_id})
-
-    def find_messages(self, inbox_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The stored messages of ``inbox_id`` among ``message_ids``, by Message-ID (one query for a batch)."""
-        return _by_message_id(self.messages, inbox_id, message_ids)
-
-    def find_thread_conversation(self, inbox_id: str, message_ids: Iterable[str]) -> str | None:
-        """The conversation of a stored message this mail answers (by In-Reply-To/References), or of a sibling
-        that shares one of those ancestors; the earliest match wins."""
-        ids = [m for m in dict.fromkeys(message_ids) if m]
-        return pick_thread(self.thread_candidates(inbox_id, ids), ids)
-
-    def thread_candidates(self, inbox_id: str, message_ids: Iterable[str]) -> list[dict[str, Any]]:
-        """Stored messages with a conversation that are one of ``message_ids`` or reference one of them (for a
-        whole batch at once; :func:`runtime.pipeline.pick_thread` picks each mail's)."""
-        ids = [m for m in dict.fromkeys(message_ids) if m]
-        if not ids:
-            return []
-        # Two plain queries, each on its own index, rather than one $or: servers plan $or poorly (SecantusDB scanned
-        # the collection: 390 ms a mail at 10,000 messages, see docs/benchmarks.md).
-        found: dict[Any, dict[str, Any]] = {}
-        for field in ("messageId", "references"):
-            for doc in self.messages.find({"inboxIntegrationId": inbox_id, field: {"$in": ids}}, projection={
-                    "messageId": 1, "references": 1, "inboxConversationId": 1, "createdAt": 1}):
-                if doc.get("inboxConversationId"):
-                    found[doc["_id"]] = doc
-        return list(found.values())
-
-    # -- intents: a mail on its way in, recorded before inbox is called (erxes takes no idempotency key) -------
-    def find_intents(self, inbox_id: str, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The intents of ``inbox_id`` among ``message_ids``, by Message-ID (one query for a batch)."""
-        return _by_message_id(self.intents, inbox_id, message_ids)
-
-    def record_intents(self, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Record intents (small documents: ``_id``, the future message's, ``inboxIntegrationId``, ``messageId``,
-        ``customerId``, ``inboxConversationId`` when the thread's is known, ``createdAt``, ``receivedAt``) in one
-        ``insert_many(ordered=False)``; returns them by Message-ID, the earlier one where one existed."""
-        if not docs:
-            return {}
-        try:
-            self.intents.insert_many(docs, ordered=False)
-            return {doc["messageId"]: doc for doc in docs}
-        except BulkWriteError as exc:
-            _duplicates_only(exc)
-        return self.find_intents(docs[0]["inboxIntegrationId"], [doc["messageId"] for doc in docs])
-
-    def store_messages(self, docs: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
-        """Insert message documents, each once its conversation call is done (``ingestState: done``, the
-        conversation id set: a message document is written once); returns the stored documents in order, the
-        earlier one for a Message-ID stored meanwhile (another node, erxes's own plugin), and None for a document
-        over MongoDB's 16 MiB: it fails alone (the server's write error, or pymongo's ``DocumentTooLarge``, which
-        is no ``PyMongoError``), the others are stored."""
-        if not docs:
-            return []
-        try:
-            self.messages.insert_many(docs, ordered=False)
-            return list(docs)
-        except BulkWriteError as exc:
-            duplicates, too_large = _write_errors(exc)
-        except DocumentTooLarge:  # pymongo refused before sending (some earlier batches may be written)
-            too_large = {i for i, doc in enumerate(docs) if len(bson.encode(doc)) > MAX_DOCUMENT}
-            if not too_large:
-                raise
-            rest = iter(self.store_messages([doc for i, doc in enumerate(docs) if i not in too_large]))
-            return [None if i in too_large else next(rest) for i in range(len(docs))]
-        for i in too_large:
-            logger.warning("Message %s of %s: its document is over MongoDB's %d bytes; not stored",
-                           docs[i].get("messageId"), docs[i].get("inboxIntegrationId"), MAX_DOCUMENT)
-        stored: list[dict[str, Any] | None] = []
-        for i, doc in enumerate(docs):
-            if i in too_large:
-                stored.append(None)
-                continue
-            if i in duplicates:
-                doc = self.find_message(doc["inboxIntegrationId"], doc["messageId"])
-                if doc is None:  # deleted in between: the integration is being removed
-                    raise StorageError("message vanished while being stored")
-            stored.append(doc)
-        return stored
-
-    def clear_intents(self, oids: list[Any]) -> None:
-        """The messages of these intents are stored and announced."""
-        if oids:
-            self.intents.delete_many({"_id": {"$in": oids}})
-
-    def adopt_legacy_message(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """A message document in state ``pending`` or ``stored``, as versions before intents wrote them before the
-        conversation call: its intent is recorded (same ``_id``; idempotent), then a ``pending`` document is removed
-        (the message is stored anew after the call) and a ``stored`` one is marked ``done`` (its announcement is
-        what remains). Returns the intent."""
-        intent = {"_id": doc["_id"], "inboxIntegrationId": doc["inboxIntegrationId"], "messageId": doc["messageId"],
-                  "customerId": doc.get("customerId"), "inboxConversationId": doc.get("inboxConversationId"),
-                  "createdAt": doc.get("createdAt"), "receivedAt": doc.get("receivedAt")}
-        self.intents.update_one({"inboxIntegrationId": intent["inboxIntegrationId"], "messageId": intent["messageId"]},
-                                {"$setOnInsert": intent}, upsert=True)
-        if doc.get("ingestState") == PENDING:
-            self.messages.delete_one({"_id": doc["_id"], "ingestState": PENDING})
-        else:
-            self.messages.update_one({"_id": doc["_id"]}, {"$set": {"ingestState": DONE}})
-        return self.intents.find_one({"inboxIntegrationId": intent["inboxIntegrationId"],
-                                      "messageId": intent["messageId"]}) or intent
-
-    def conversation_messages(self, conversation_id: str) -> list[dict[str, Any]]:
-        # messages written by erxes's own plugin have no ingestState: they count as done
-        return list(self.messages.find({"inboxConversationId": conversation_id,
-                                        "ingestState": {"$ne": PENDING}}).sort("createdAt", 1))
-
-    def remember_split(self, message_id: Any, record: dict[str, Any]) -> None:
-        """Keep a message's quote split (``runtime.mail.quoting.split_record``) so it is computed once; never raises
-        (the next view computes it again)."""
-        try:
-            self.messages.update_one({"_id": message_id}, {"$set": {"split": record}})
-        except PyMongoError as exc:
-            logger.warning("Could not keep the quote split of message %s: %s", message_id, exc)
-
-    # -- quarantine ---------------------------------------------------------------------------------------------------
-    def quarantine_mail(self, inbox_id: str, folder: str, uidvalidity: int, uid: int, reason: str, *,
-                        raw: bytes | None = None, size: int | None = None) -> None:
-        """Keep a mail that could not be processed (with its raw bytes when we have them) so nothing is lost."""
-        fields: dict[str, Any] = {"reason": scrub(reason), "size": size if size is not None else len(raw or b""),
-                                  "quarantinedAt": utcnow()}
-        if raw is not None and len(raw) <= MAX_RAW_IN_DOCUMENT:
-            fields["raw"] = Binary(raw)
-        elif raw is not None:
-            fields["rawOmitted"] = f"{len(raw)} bytes: over the {MAX_RAW_IN_DOCUMENT} bytes a document holds"
-        self.quarantine.update_one(
-            {"integrationId": inbox_id, "folder": folder, "uid": uid, "uidvalidity": uidvalidity},
-            {"$set": fields, "$inc": {"times": 1}}, upsert=True)
 
     # -- logs -------------------------------------------------------------------------------------------------------
     def log(self, kind: str, message: str, *, inbox_id: str | None = None, error_stack: str | None = None) -> None:
@@ -457,14 +293,47 @@ class Storage:
         except PyMongoError:
             logger.warning("Could not write an imap_logs entry (MongoDB unavailable)")
 
+    def logs_of(self, inbox_id: str | None = None, *, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` ``imap_logs`` entries, of ``inbox_id`` when given."""
+        query = {"integrationId": inbox_id} if inbox_id else {}
+        return list(self.logs.find(query, sort=[("date", -1), ("_id", -1)], limit=limit))
 
-_SECRET_PATTERNS = [
-    re.compile(r'("?(?:password|pass|token|secret)"?\s*[:=]\s*)("[^"]*"|\'[^\']*\'|\S+)', re.IGNORECASE),
-    re.compile(r"(://[^:/@\s]+:)([^@/\s]+)(@)"),
-]
+    # -- tenants (in the base database; runtime.tenants) -----------------------------------------------------------
+    def record_tenant(self, subdomain: str) -> None:
+        """Record a tenant with integrations, once, so a restart (or another node) resumes its mailboxes."""
+        self.db[TENANTS].update_one({"subdomain": subdomain}, {"$setOnInsert": {"createdAt": utcnow()}},
+                                    upsert=True)
 
+    def tenant_recorded(self, subdomain: str) -> bool:
+        return self.db[TENANTS].find_one({"subdomain": subdomain}, projection={"_id": 1}) is not None
 
-def scrub(text: str) -> str:
-    """Hide anything that looks like a secret (``password=...``, credentials in URLs)."""
-    text = _SECRET_PATTERNS[0].sub(r"\1***", text)
-    return _SECRET_PATTERNS[1].sub(r"\1***\3", text)
+    def recorded_tenants(self) -> list[str]:
+        return [doc["subdomain"] for doc in self.db[TENANTS].find({}, projection={"subdomain": 1})]
+
+    def ensure_tenant_index(self) -> None:
+        self.db[TENANTS].create_index("subdomain", unique=True)
+
+    # -- /login's sign-in states and the console's session key ------------------------------------------------------
+    def keep_sign_in(self, state: dict[str, Any]) -> None:
+        """Keep a started sign-in (``_id``: its state's digest, ``createdAt``, ``expiresAt``...) and drop the ones
+        expired by its ``createdAt``."""
+        states = self.db[SIGN_IN_STATES]
+        states.delete_many({"expiresAt": {"$lt": state["createdAt"]}})
+        states.insert_one(state)
+
+    def take_sign_in(self, state_id: str) -> dict[str, Any] | None:
+        """The unexpired sign-in ``state_id``, removed as it is read: a state serves once."""
+        return self.db[SIGN_IN_STATES].find_one_and_delete({"_id": state_id, "expiresAt": {"$gt": utcnow()}})
+
+    def console_key(self, candidate: str) -> str:
+        """The console's stored session key (as stored: sealed or not); ``candidate`` becomes it when there is
+        none yet, so every node ends up with the first one written."""
+        doc = self.db[CONSOLE_KEYS].find_one_and_update(
+            {"_id": "sessionKey"}, {"$setOnInsert": {"key": candidate}}, upsert=True, return_document=True)
+        if doc is None:  # an old server answering the pre-image: read what is stored now
+            doc = self.db[CONSOLE_KEYS].find_one({"_id": "sessionKey"})
+        return str(doc["key"])
+
+    def replace_console_key(self, old: str, new: str) -> None:
+        """Store ``new`` as the console's session key if ``old`` is still the stored one."""
+        self.db[CONSOLE_KEYS].update_one({"_id": "sessionKey", "key": old}, {"$set": {"key": new}})

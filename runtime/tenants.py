@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 from runtime.errors import RequestError, StorageError
 from runtime.sealing import Sealer
-from runtime.storage import Storage, utcnow
+from runtime.storage import Storage
 
 __all__ = ["Tenants", "TenantStorage", "UnknownTenant", "bound", "current", "start_tenants", "subdomain_of_host"]
 
@@ -73,13 +73,11 @@ class Tenants:
         self.saas = saas
         self.sealer = sealer
         self.base = Storage(mongo_url, database=database, timeout_ms=timeout_ms, sealer=sealer)
-        self._client = self.base._client
         self._database = database
         self._storages: dict[str, Storage] = {OS: self.base} if not saas else {}
         self._lock = threading.Lock()
         self._index_hooks: list[Callable[[Storage], None]] = []
         self._known: set[str] = set()  # tenants seen in imap_tenants (never forgotten: a record is never removed)
-        self.registry = self.base.db["imap_tenants"]
 
     def on_new_tenant(self, hook: Callable[[Storage], None]) -> None:
         """Run ``hook(storage)`` for every tenant database (indexes of other parts), now and when one appears."""
@@ -103,8 +101,7 @@ class Tenants:
         with self._lock:
             found = self._storages.get(key)
             if found is None:
-                found = Storage("", database=f"{self._database}_{key}", client=self._client, sealer=self.sealer,
-                                tenant=key)
+                found = self.base.sibling(f"{self._database}_{key}", tenant=key)
                 found.ensure_indexes()
                 for hook in self._index_hooks:
                     hook(found)
@@ -114,8 +111,7 @@ class Tenants:
     def remember(self, subdomain: str) -> None:
         """Record a tenant with integrations (saas), so a restart resumes its mailboxes."""
         if self.saas:
-            self.registry.update_one({"subdomain": subdomain}, {"$setOnInsert": {"createdAt": utcnow()}},
-                                     upsert=True)
+            self.base.record_tenant(subdomain)
             with self._lock:
                 self._known.add(subdomain)
 
@@ -128,7 +124,7 @@ class Tenants:
         with self._lock:
             if key in self._known:
                 return True
-        if self.registry.find_one({"subdomain": key}, projection={"_id": 1}) is None:
+        if not self.base.tenant_recorded(key):
             return False
         with self._lock:
             self._known.add(key)
@@ -142,7 +138,7 @@ class Tenants:
     def known(self) -> list[str]:
         if not self.saas:
             return [OS]
-        return [doc["subdomain"] for doc in self.registry.find({}, projection={"subdomain": 1})]
+        return self.base.recorded_tenants()
 
     def facade(self) -> Storage | TenantStorage:
         """What the rest of the runtime uses as "the storage": the plain one in single-tenant mode."""
@@ -151,10 +147,10 @@ class Tenants:
     def ensure_indexes(self) -> None:
         self.base.ensure_indexes()
         if self.saas:
-            self.registry.create_index("subdomain", unique=True)
+            self.base.ensure_tenant_index()
 
     def close(self) -> None:
-        self._client.close()
+        self.base.close()
 
 
 class TenantStorage:

@@ -35,6 +35,7 @@ import tornado.web
 from pymongo.errors import PyMongoError
 
 from runtime import metrics
+from runtime.errors import StorageError
 
 __all__ = ["MetricsHandler", "Probe", "ReadinessWatch", "ReadyHandler", "ops_routes"]
 
@@ -56,8 +57,8 @@ class Probe:
         self.redis_required = redis_required  # leases live in Redis: without it no mailbox is listened to
         self.mode = mode  # this node's id and leases (no I/O: runtime.leases keeps them)
         self._storage = storage
-        # the imap_integrations collections to count (every tenant's with VERSION=saas)
-        self._integrations = integrations or (lambda: [storage.integrations])
+        # the storages whose imap_integrations to count (every tenant's with VERSION=saas)
+        self._integrations = integrations or (lambda: [storage])
         self._broker = broker
         self._redis = redis_client
         self._timeout = timeout
@@ -66,9 +67,9 @@ class Probe:
     def mongo(self) -> str:
         try:
             with pymongo.timeout(self._timeout):
-                self._storage.db.command("ping")
-        except PyMongoError as exc:
-            return _short(exc)
+                self._storage.ping()
+        except StorageError as exc:  # its cause: pymongo's own words, as they were before the wrapping
+            return _short(exc.__cause__ or exc)
         return OK
 
     def rabbitmq(self) -> str:
@@ -101,9 +102,8 @@ class Probe:
         named: dict[str, list[str]] = {"unHealthy": [], "degraded": []}
         try:
             with pymongo.timeout(self._timeout):
-                for collection in self._integrations():
-                    for doc in collection.find({}, {"state": 1, "healthStatus": 1, "error": 1, "inboxId": 1,
-                                                    "_id": 0}):
+                for storage in self._integrations():
+                    for doc in storage.integration_health():
                         state = doc.get("state")
                         if state in states:
                             states[state] += 1

@@ -24,26 +24,26 @@ SECRET = "apiSecret"  # the associated data's field name of the sealed secret
 
 
 class ApiStore:
-    """Thread-safe; every call reaches the bound tenant's database (``storage.db``)."""
+    """Thread-safe; every call reaches the bound tenant's database (``storage.collection``)."""
 
     def __init__(self, storage: Any) -> None:
         self._storage = storage  # runtime.storage.Storage or runtime.tenants.TenantStorage
 
     def _c(self, name: str) -> Any:
-        return self._storage.db[name]
+        return self._storage.collection(name)
 
     @staticmethod
     def ensure_indexes(storage: Any) -> None:
-        db = storage.db
-        db["api_integrations"].create_index("inboxId", unique=True)
-        db["api_customers"].create_index([("inboxId", 1), ("key", 1)], unique=True)
-        db["api_conversations"].create_index([("inboxId", 1), ("key", 1)], unique=True)
-        db["api_conversations"].create_index("conversationId")
-        db["api_intents"].create_index([("inboxId", 1), ("messageId", 1)], unique=True)
+        c = storage.collection
+        c("api_integrations").create_index("inboxId", unique=True)
+        c("api_customers").create_index([("inboxId", 1), ("key", 1)], unique=True)
+        c("api_conversations").create_index([("inboxId", 1), ("key", 1)], unique=True)
+        c("api_conversations").create_index("conversationId")
+        c("api_intents").create_index([("inboxId", 1), ("messageId", 1)], unique=True)
         # outbound messages have messageId "out:<_id>", so one full unique index serves (no partial index)
-        db["api_messages"].create_index([("inboxId", 1), ("messageId", 1)], unique=True)
-        db["api_messages"].create_index([("conversationId", 1), ("createdAt", 1)])
-        db["api_outbox"].create_index([("inboxId", 1), ("_id", 1)])
+        c("api_messages").create_index([("inboxId", 1), ("messageId", 1)], unique=True)
+        c("api_messages").create_index([("conversationId", 1), ("createdAt", 1)])
+        c("api_outbox").create_index([("inboxId", 1), ("_id", 1)])
 
     # -- integrations (the supervisor's source: list_integrations, get_integration, inventory) ---------------------
     def save_integration(self, inbox_id: str, details: dict[str, Any]) -> None:

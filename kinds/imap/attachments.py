@@ -17,8 +17,6 @@ from typing import Any
 import pykka
 import tornado.ioloop
 import tornado.web
-from bson import ObjectId
-from bson.errors import InvalidId
 
 from runtime.errors import MailboxError, MailParseError, RequestError
 from runtime.mail.parse import find_part, parse_mail, synthetic_message_id
@@ -58,10 +56,7 @@ def read_attachment(storage: Any, supervisor: Any, *, integration_id: str, messa
 
 
 def _find_message(storage: Any, integration_id: str, message_id: str) -> dict[str, Any] | None:
-    try:
-        doc = storage.messages.find_one({"_id": ObjectId(message_id), "inboxIntegrationId": integration_id})
-    except (InvalidId, TypeError):
-        doc = None
+    doc = storage.message_by_id(message_id, integration_id)
     if doc is None:
         stripped = message_id.strip().strip("<>")
         for candidate in dict.fromkeys((message_id, f"<{stripped}>")):

@@ -88,8 +88,7 @@ def resolve_integrations(root: Any, info: Any) -> list[dict[str, Any]]:
 
 @login_required
 def resolve_logs(root: Any, info: Any, integrationId: str | None = None) -> list[Any]:
-    query = {"integrationId": integrationId} if integrationId else {}
-    return list(info.context["storage"].logs.find(query, sort=[("date", -1), ("_id", -1)], limit=LOGS_LIMIT))
+    return info.context["storage"].logs_of(integrationId, limit=LOGS_LIMIT)
 
 
 @login_required

@@ -47,7 +47,6 @@ __all__ = ["LoginHandler", "routes"]
 logger = logging.getLogger(__name__)
 
 STATE_TTL = dt.timedelta(minutes=10)
-STATES = "imap_oauth_states"
 VERIFIER = "oauthVerifier"  # the sealed field name of a sign-in's PKCE verifier (its associated data)
 
 
@@ -110,20 +109,18 @@ class LoginHandler(tornado.web.RequestHandler):
                                    f"updateIntegration")
         state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(48)
         redirect_uri = self._redirect_uri()
-        states = self.storage.db[STATES]
         now = utcnow()
-        states.delete_many({"expiresAt": {"$lt": now}})
-        states.insert_one({"_id": _digest(state), "inboxId": inbox_id, "userId": user_id, "redirectUri": redirect_uri,
-                           "verifier": self.storage.seal_secret(VERIFIER, inbox_id, verifier), "createdAt": now,
-                           "expiresAt": now + STATE_TTL})
+        self.storage.keep_sign_in({"_id": _digest(state), "inboxId": inbox_id, "userId": user_id,
+                                   "redirectUri": redirect_uri,
+                                   "verifier": self.storage.seal_secret(VERIFIER, inbox_id, verifier), "createdAt": now,
+                                   "expiresAt": now + STATE_TTL})
         logger.info("Integration %s: sign-in started by user %s", inbox_id, user_id)
         return authorization_url(settings, redirect_uri=redirect_uri, state=state, challenge=pkce_challenge(verifier),
                                  login_hint=str(doc.get("mainUser") or doc.get("user") or ""))
 
     # -- leg 2: back from the provider ------------------------------------------------------------------------------
     def _finish(self, subdomain: str) -> str:
-        found = self.storage.db[STATES].find_one_and_delete(
-            {"_id": _digest(self.get_query_argument("state", "")), "expiresAt": {"$gt": utcnow()}})
+        found = self.storage.take_sign_in(_digest(self.get_query_argument("state", "")))
         if found is None:
             raise LoginFailed(400, "this sign-in is unknown, already used or expired (10 minutes): start again at "
                                    "/login?integrationId=<integration>")

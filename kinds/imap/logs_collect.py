@@ -12,7 +12,6 @@ the runtime's own fields (``split``) stay home.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from runtime.mail.sanitize import outward_message_html
@@ -31,15 +30,10 @@ def collect_items(storage: Any, envelope: dict[str, Any], *, url_prefix: str = "
     if not isinstance(content_id, str) or not content_id.strip():
         return {"status": "success", "data": []}
     content_id = content_id.strip()
-    emails = sorted({str(c["email"]).strip().lower()
-                     for c in storage.customers.find({"contactsId": content_id}, projection={"email": 1})
-                     if c.get("email")})
+    emails = sorted({str(email).strip().lower() for email in storage.customer_emails(content_id)})
     if not emails:
         return {"status": "success", "data": []}
-    any_email = {"$regex": "^(?:" + "|".join(re.escape(e) for e in emails) + ")$", "$options": "i"}
-    query = {"$or": [{"customerId": content_id}, *({f"{f}.address": any_email} for f in ADDRESS_FIELDS)],
-             "ingestState": {"$ne": "pending"}}
-    messages = storage.messages.find(query, sort=[("createdAt", -1), ("_id", -1)], limit=MAX_ITEMS)
+    messages = storage.messages_about(content_id, emails, ADDRESS_FIELDS, limit=MAX_ITEMS)
     items = [{"_id": str(m["_id"]), "contentType": CONTENT_TYPE, "createdAt": _plain(m.get("createdAt")),
               "contentTypeDetail": _plain(outward_message(m, url_prefix))} for m in messages]
     return {"status": "success", "data": items}

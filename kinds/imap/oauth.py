@@ -329,7 +329,7 @@ class Tokens:
     def access_token(self, rejected: str | None = None) -> str:
         """A fresh access token. ``rejected``: the server refused this one, get another (unless someone else
         already did). Raises :class:`TokenRevoked`, :class:`NotSignedIn`, or :class:`MailboxError` (transient)."""
-        slot = _slot((str(self._storage.db.name), self.inbox_id))
+        slot = _slot((self._storage.database_name, self.inbox_id))
         with slot.lock:
             if slot.unsaved is not None:  # a refresh whose answer MongoDB did not take: save it first
                 _save(self._storage, self.inbox_id, slot.unsaved)

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import pykka
-from bson import ObjectId
-from bson.errors import InvalidId
 
 from kinds.imap import smtp
 from kinds.imap.connection import ImapSettings, appended_uid, connect
@@ -195,11 +193,7 @@ class MailSender:
     def _replied_message(self, inbox_id: str, request: _Request) -> tuple[dict[str, Any] | None, str | None]:
         """The stored message being answered (given as an imap_messages _id or a Message-ID) and its Message-ID."""
         for name, value in request.reply_ids:
-            doc = None
-            try:
-                doc = self._storage.messages.find_one({"_id": ObjectId(value), "inboxIntegrationId": inbox_id})
-            except (InvalidId, TypeError):
-                pass
+            doc = self._storage.message_by_id(value, inbox_id)
             message_id = doc["messageId"] if doc else normalize_message_id(value)
             if message_id and doc is None:
                 doc = self._storage.find_message(inbox_id, message_id)
@@ -270,10 +264,7 @@ class MailSender:
         customer_id = request.customer_id or (parent or {}).get("customerId") or None
         try:
             if conversation_id and not customer_id:
-                known = self._storage.messages.find_one(
-                    {"inboxIntegrationId": inbox_id, "inboxConversationId": conversation_id,
-                     "customerId": {"$nin": [None, ""]}}, projection={"customerId": 1}, sort=[("createdAt", -1)])
-                customer_id = known["customerId"] if known else None
+                customer_id = self._storage.conversation_customer(inbox_id, conversation_id)
             if not conversation_id:
                 name, address = request.to[0]
                 customer_id = customer_id or self._customer(subdomain, inbox_id, name, address)
@@ -327,7 +318,7 @@ class MailSender:
             "size": len(built.raw),
         }
         try:
-            self._storage.messages.insert_one(doc)
+            self._storage.insert_message(doc)
         except Exception as exc:  # noqa: BLE001 - the mail is out; report, do not fail the send
             logger.error("Integration %s: could not store sent %s: %s", inbox_id, built.message_id, exc)
             self._storage.log("error", f"sent {built.message_id}, but storing it failed: {exc}", inbox_id=inbox_id)
@@ -356,7 +347,7 @@ class MailSender:
         folder, uid = folder if isinstance(folder, tuple) else (folder, None)
         if doc is not None:
             try:
-                self._storage.messages.update_one({"_id": doc["_id"]}, {"$set": {"folder": folder, "uid": uid}})
+                self._storage.set_message_location(doc["_id"], folder, uid)
             except Exception as exc:  # noqa: BLE001 - the copy is filed; only its address is not recorded
                 logger.warning("Integration %s: could not record where the sent mail is filed: %s", inbox_id, exc)
 

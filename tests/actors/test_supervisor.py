@@ -31,15 +31,8 @@ class Storage:
     def get_integration(self, inbox_id: str) -> dict[str, Any] | None:
         return self.docs.get(inbox_id)
 
-    @property
-    def integrations(self) -> Any:
-        storage = self
-
-        class Collection:
-            def find(self, query: dict[str, Any], projection: dict[str, Any]) -> list[dict[str, Any]]:
-                return list(storage.docs.values())
-
-        return Collection()
+    def inventory(self) -> list[dict[str, Any]]:
+        return list(self.docs.values())
 
     def log(self, kind: str, message: str, **kw: Any) -> None:
         self.logged.append(message)

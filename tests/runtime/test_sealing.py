@@ -125,5 +125,5 @@ def test_storage_reads_legacy_sealed_secrets_and_reseals_them_with_the_tenant(mo
         assert sealer.unseal_with(raw["password"], contexts=("password:acme:inbox-3",)) == ("pw3", 0)
     finally:
         for name in ("acme", "other"):
-            tenants._client.drop_database(f"{tenants._database}_{name}")
+            tenants.base.db.client.drop_database(f"{tenants._database}_{name}")
         tenants.close()

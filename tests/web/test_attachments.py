@@ -44,6 +44,11 @@ class FakeStorage:
     def find_message(self, inbox_id: str, message_id: str) -> dict[str, Any] | None:
         return self.messages.find_one({"inboxIntegrationId": inbox_id, "messageId": message_id})
 
+    def message_by_id(self, object_id: str, inbox_id: str) -> dict[str, Any] | None:
+        if not ObjectId.is_valid(object_id):
+            return None
+        return self.messages.find_one({"_id": ObjectId(object_id), "inboxIntegrationId": inbox_id})
+
 
 class FakeMailbox:
     def __init__(self, answer: Any) -> None:

@@ -63,6 +63,10 @@ class FakeStorage:
     def list_integrations(self) -> list[dict[str, Any]]:
         return self.integrations
 
+    def logs_of(self, inbox_id: str | None = None, *, limit: int) -> list[dict[str, Any]]:
+        query = {"integrationId": inbox_id} if inbox_id else {}
+        return self.logs.find(query, sort=[("date", -1), ("_id", -1)], limit=limit)
+
     def remember_split(self, message_id: Any, record: dict[str, Any]) -> None:
         for message in self.messages:
             if message["_id"] == message_id:

@@ -30,7 +30,7 @@ def routes(deps: Any, config: Any, *, limiter: LoginLimiter | None = None) -> li
     if deps.storage is None or not (full or getattr(config, "console_ops_view", False)):
         return []
     key_storage = getattr(deps.tenants, "base", None) or deps.storage
-    if not hasattr(key_storage, "db"):  # a stand-in without MongoDB (unit tests of other routes): no console
+    if not hasattr(key_storage, "console_key"):  # a stand-in without MongoDB (unit tests of other routes): no console
         logger.debug("Console: off (the storage has no database)")
         return []
     password = getattr(config, "console_password", "")

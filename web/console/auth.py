@@ -30,7 +30,6 @@ __all__ = ["LoginLimiter", "PasswordCheck", "SESSION_HOURS", "one_time_password"
 logger = logging.getLogger(__name__)
 
 SESSION_HOURS = 12
-KEYS = "imap_console"  # {_id: "sessionKey", key: <hex, sealed when SECRET_KEYS are set>}
 _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
 
 
@@ -105,13 +104,7 @@ def session_key(storage: Any) -> str:
     storage's sealer when SECRET_KEYS are set."""
     sealer = getattr(storage, "sealer", None)
     fresh = secrets.token_hex(32)
-    doc = storage.db[KEYS].find_one_and_update(
-        {"_id": "sessionKey"},
-        {"$setOnInsert": {"key": sealer.seal(fresh, context="consoleSessionKey") if sealer else fresh}},
-        upsert=True, return_document=True)
-    if doc is None:  # an old server answering the pre-image: read what is stored now
-        doc = storage.db[KEYS].find_one({"_id": "sessionKey"})
-    key = str(doc["key"])
+    key = storage.console_key(sealer.seal(fresh, context="consoleSessionKey") if sealer else fresh)
     if sealer is not None:
         from runtime.errors import StorageError
         from runtime.sealing import is_sealed
@@ -122,7 +115,6 @@ def session_key(storage: Any) -> str:
             except StorageError as exc:  # SECRET_KEYS rotated without it: a new key (everyone signs in again)
                 logger.warning("The console's session key cannot be opened (%s): a new one is made; console "
                                "sessions must sign in again", exc)
-                storage.db[KEYS].update_one({"_id": "sessionKey", "key": key},
-                                            {"$set": {"key": sealer.seal(fresh, context="consoleSessionKey")}})
+                storage.replace_console_key(key, sealer.seal(fresh, context="consoleSessionKey"))
                 return session_key(storage)
     return key

@@ -17,8 +17,6 @@ import re
 from typing import Any
 
 import tornado.web
-from bson import ObjectId
-from bson.errors import InvalidId
 
 from runtime.errors import MailboxError, RequestError
 from runtime.mail.sanitize import sanitize_html
@@ -39,18 +37,10 @@ BODY_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inlin
 def conversation_rows(storage: Any, query: str = "", limit: int = LISTED) -> list[dict[str, Any]]:
     """The newest conversations (by last activity), each with its newest message's sender and subject; ``query``
     keeps those with a message whose sender (name or address) or subject contains it (case-insensitive)."""
-    conversations = storage.db["standalone_conversations"]
-    where: dict[str, Any] = {}
-    if query.strip():
-        pattern = {"$regex": re.escape(query.strip()[:200]), "$options": "i"}
-        ids = {m.get("inboxConversationId") for m in storage.messages.find(
-            {"$or": [{"from.address": pattern}, {"from.name": pattern}, {"subject": pattern}]},
-            {"inboxConversationId": 1}, limit=5000)}
-        where = {"_id": {"$in": [i for i in ids if i]}}
+    among = storage.conversations_mentioning(query.strip()) if query.strip() else None
     rows = []
-    for conv in conversations.find(where, sort=[("updatedAt", -1), ("_id", -1)], limit=limit):
-        last = storage.messages.find_one({"inboxConversationId": conv["_id"], "ingestState": {"$ne": "pending"}},
-                                         {"from": 1, "subject": 1, "createdAt": 1}, sort=[("createdAt", -1)])
+    for conv in Standalone(storage).recent_conversations(among, limit=limit):
+        last = storage.last_message_of_conversation(conv["_id"])
         sender = ((last or {}).get("from") or [{}])[0]
         rows.append({"_id": conv["_id"], "status": conv.get("status") or "new", "updatedAt": conv.get("updatedAt"),
                      "count": conv.get("messageCount") or 0, "integrationId": conv.get("integrationId") or "",
@@ -88,7 +78,7 @@ class ConversationHandler(ConsoleHandler):
 
     def _load(self, conversation_id: str) -> tuple[Any, list[dict[str, Any]]]:
         storage = self.deps.storage
-        conv = storage.db["standalone_conversations"].find_one({"_id": conversation_id})
+        conv = Standalone(storage).conversation(conversation_id)
         return conv, storage.conversation_messages(conversation_id) if conv else []
 
 
@@ -101,11 +91,7 @@ class MessageBodyHandler(ConsoleHandler):
         self.set_header("X-Frame-Options", "SAMEORIGIN")
 
     async def get(self, message_id: str) -> None:
-        try:
-            oid = ObjectId(message_id)
-        except (InvalidId, TypeError):
-            raise tornado.web.HTTPError(404) from None
-        doc = await self.blocking(self.deps.storage.messages.find_one, {"_id": oid})
+        doc = await self.blocking(self.deps.storage.message_by_id, message_id)
         if doc is None:
             raise tornado.web.HTTPError(404)
         body = sanitize_html(doc.get("body") or "", attachments=doc.get("attachments") or [],

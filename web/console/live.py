@@ -15,6 +15,7 @@ from typing import Any
 import tornado.iostream
 
 from runtime import metrics
+from runtime.standalone import Standalone
 from web.console.base import ConsoleHandler
 
 __all__ = ["EventsHandler", "HealthHandler", "fingerprints"]
@@ -29,17 +30,9 @@ SHOWN_METRICS = ("imap_mails_ingested_total", "imap_mails_failed_total", "imap_i
 
 
 def fingerprints(storage: Any, full: bool) -> dict[str, str]:
-    def newest(collection: Any, key: str, projection: tuple[str, ...]) -> str:
-        doc = collection.find_one({}, {k: 1 for k in projection}, sort=[(key, -1)])
-        return repr(tuple((doc or {}).get(k) for k in projection))
-
-    marks = {"mailboxes": newest(storage.integrations, "stateChangedAt", ("stateChangedAt", "inboxId")) +
-             newest(storage.integrations, "updatedAt", ("updatedAt", "inboxId")) +
-             str(storage.integrations.estimated_document_count()) +
-             newest(storage.messages, "_id", ("_id",))}
+    marks = {"mailboxes": repr((storage.integrations_mark(), storage.messages_mark()))}
     if full:
-        marks["conversations"] = newest(storage.db["standalone_conversations"], "updatedAt",
-                                        ("updatedAt", "_id", "status")) + newest(storage.messages, "_id", ("_id",))
+        marks["conversations"] = repr((Standalone(storage).conversations_mark(), storage.messages_mark()))
     return marks
 
 

@@ -32,8 +32,7 @@ def mailbox_rows(storage: Any, ownership: Any, subdomain: str) -> list[dict[str,
     rows = []
     for doc in docs:
         inbox_id = doc["inboxId"]
-        last = storage.messages.find_one({"inboxIntegrationId": inbox_id}, {"createdAt": 1, "subject": 1},
-                                         sort=[("createdAt", -1)])
+        last = storage.newest_message(inbox_id)
         state = str(doc.get("state") or "connecting")
         if doc.get("healthStatus") == "unHealthy" and state != "backoff":
             state = "unhealthy"
@@ -42,7 +41,7 @@ def mailbox_rows(storage: Any, ownership: Any, subdomain: str) -> list[dict[str,
                      "health": doc.get("healthStatus", "healthy"), "error": doc.get("error") or doc.get("sealError"),
                      "lastMail": last.get("createdAt") if last else None,
                      "lastSubject": (last.get("subject") or "") if last else "",
-                     "messages": storage.messages.count_documents({"inboxIntegrationId": inbox_id}),
+                     "messages": storage.count_messages(inbox_id),
                      "holder": holders.get(inbox_id, ""), "synced": doc.get("lastFetchDate")})
     return rows
 
@@ -206,8 +205,7 @@ class MailboxHandler(ConsoleHandler):
                 return None, [], []
             rows = [r for r in mailbox_rows(storage, getattr(self.deps, "ownership", None), self.subdomain)
                     if r["inboxId"] == inbox_id]
-            logs = list(storage.logs.find({"integrationId": inbox_id}, sort=[("date", -1), ("_id", -1)],
-                                          limit=LOG_LIMIT))
+            logs = storage.logs_of(inbox_id, limit=LOG_LIMIT)
             return public_details(doc), rows, logs
 
         details, rows, logs = await self.blocking(load)

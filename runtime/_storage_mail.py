@@ -189,7 +189,7 @@ class MailStorage:
                                         "ingestState": {"$ne": PENDING}}).sort("createdAt", 1))
 
     def remember_split(self, message_id: Any, record: dict[str, Any]) -> None:
-        """Keep a message's quote split (``runtime.quoting.split_record``) so it is computed once; never raises
+        """Keep a message's quote split (``runtime.mail.quoting.split_record``) so it is computed once; never raises
         (the next view computes it again)."""
         try:
             self.messages.update_one({"_id": message_id}, {"$set": {"split": record}})

@@ -6,6 +6,8 @@ nothing that finished (``runtime/storage.py``): an intent (with its thread's con
 recorded before inbox is called, the message document is inserted once the call is done, and the intent is
 deleted once ``conversationClientMessageInserted`` went out. So a mail with an intent and no message is called
 for (again), one with both is announced (again), one with only its message is done.
+Work the lane's customer stage hands over with the mails (``runtime.pipeline.Later``: a new sender's customer
+saved) runs after them, so it does not compete with their writes.
 A conversation actor serves one lane (``actors/router.py``): the mails of one thread pass one lane in order, so two
 mails of one new thread create one conversation. It takes every mail waiting in its backlog at once and writes
 them together: one lookup of the known messages (and of their intents), one of the threads, one ``insert_many`` of
@@ -28,7 +30,7 @@ from runtime import metrics
 from runtime.pipeline import Incoming
 from runtime.errors import StorageError
 from runtime.logctx import bind
-from runtime.pipeline import Backlog, ThreadMap, grouped, pick_thread, thread_ids, unique_rounds
+from runtime.pipeline import Backlog, Later, ThreadMap, grouped, pick_thread, thread_ids, unique_rounds
 from runtime.tenants import bound
 from runtime.mail.loops import classify, is_own_mail
 from runtime.storage import DONE, PENDING, STORED, utcnow
@@ -303,4 +305,11 @@ class ConversationActor(pykka.ThreadingActor, Conversations):
         self._backlog = backlog
 
     def work(self) -> None:
-        self.ingest_batch(self._backlog.take())
+        items = self._backlog.take()
+        self.ingest_batch([item for item in items if not isinstance(item, Later)])
+        for item in items:  # after the mails: their writes first (e.g. a new sender's customer, saved after)
+            if isinstance(item, Later):
+                try:
+                    item.run()
+                except Exception:  # noqa: BLE001 - a cache write: the next mail does without it
+                    logger.exception("Deferred work of the customer stage failed")

@@ -7,6 +7,7 @@ conversation actor in the same order; a mail that fails goes back to its mailbox
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable
 
@@ -27,19 +28,23 @@ logger = logging.getLogger(__name__)
 
 class Customers:
     def __init__(self, *, storage: Any, erxes: Any, conversations: Backlog, stripes: Stripes | None = None,
-                 finished: Callable[[Incoming], None] = lambda job: None) -> None:
+                 finished: Callable[[Incoming], None] = lambda job: None,
+                 after_stored: Callable[[Callable[[], None]], None] | None = None) -> None:
         self._storage = storage
         self._erxes = erxes
         self._conversations = conversations  # the lane's next stage: takes (job, customer id) pairs
         self._stripes = stripes or Stripes()
         self._finished = finished  # told for each mail that leaves the pipeline here
+        # where the saves of new customers go to be done once the mails handed over before them are stored (the
+        # lane's conversation stage); None: right after the hand-over
+        self._after_stored = after_stored
 
     def resolve_batch(self, jobs: list[Incoming]) -> None:
         """Find or create the senders' customers, pass the mails on, then remember the new customers (after the
-        hand-over, so a new sender's mail does not wait for that write). Never raises: failures go to the
-        mailboxes."""
+        hand-over, so a new sender's mail does not wait for that write; with ``after_stored``, once the lane stored
+        the mails, so the write does not compete with theirs). Never raises: failures go to the mailboxes."""
         passed: list[tuple[Incoming, str]] = []
-        new: list[tuple[str, str, str, tuple[str, str, str, str]]] = []  # (subdomain, inbox, email, save's args)
+        new: list[tuple[str, str, str, tuple[str, str, str, str, str]]] = []  # (subdomain, inbox, email, save's args)
         for (subdomain, inbox_id), group in grouped(jobs, lambda j: (j.subdomain, j.inbox_id)).items():
             with bind(inbox_id, subdomain), bound(subdomain):
                 passed += self._resolve_group(group, new)
@@ -49,7 +54,18 @@ class Customers:
             except pykka.ActorDeadError:
                 for job, _ in passed:
                     self._answer(job, "mail_failed", "conversation service is stopped")
-        for subdomain, inbox_id, email, args in new:
+        if new:
+            save = functools.partial(self._save_customers, new)
+            if self._after_stored is not None:
+                try:
+                    self._after_stored(save)  # the lane's conversation stage saves them after these mails
+                    return
+                except pykka.ActorDeadError:
+                    pass
+            save()
+
+    def _save_customers(self, new: list[tuple[str, str, str, tuple[str, str, str, str, str]]]) -> None:
+        for subdomain, inbox_id, _email, args in new:
             with bind(inbox_id, subdomain), bound(subdomain):
                 try:
                     self._storage.save_customer(*args)

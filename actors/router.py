@@ -14,7 +14,7 @@ import pykka
 from actors.conversation import ConversationActor
 from actors.customer import CustomerActor
 from runtime.pipeline import Incoming
-from runtime.pipeline import Backlog, InFlight, Stripes
+from runtime.pipeline import Backlog, InFlight, Later, Stripes
 
 __all__ = ["Router", "start_pipeline"]
 
@@ -68,7 +68,8 @@ def start_pipeline(*, storage: Any, erxes: Any, lanes: int) -> tuple[Router, lis
                                                finished=router.finished)
         next_stage.wake = conversation.proxy().work
         customer = CustomerActor.start(backlog=backlog, storage=storage, erxes=erxes, conversations=next_stage,
-                                       stripes=stripes, finished=router.finished)
+                                       stripes=stripes, finished=router.finished,
+                                       after_stored=lambda run, stage=next_stage: stage.put(Later(run)))
         backlog.wake = customer.proxy().work
         conversations.append(conversation)
         customers.append(customer)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Backlog", "InFlight", "Incoming", "Stripes", "ThreadMap", "grouped", "lane_of", "pick_thread", "thread_ids",
+__all__ = ["Backlog", "InFlight", "Incoming", "Later", "Stripes", "ThreadMap", "grouped", "lane_of", "pick_thread", "thread_ids",
            "thread_root", "unique_rounds"]
 
 
@@ -31,6 +31,14 @@ class Incoming:
     mail: object  # runtime.mail.parse.ParsedMail
     mailbox: object  # whom to tell ``mail_done(folder, uid)`` / ``mail_failed(folder, uid, error)``
     fetched_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Later:
+    """Work a stage hands to the next stage of its lane, to be done after the mails handed over before it (the
+    customer stage's cache writes: out of the way of those mails' own writes, which decide when they are stored)."""
+
+    run: Callable[[], None]
 
 
 def thread_ids(mail: Any) -> list[str]:

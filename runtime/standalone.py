@@ -12,7 +12,6 @@ import json
 import logging
 from typing import Any, Callable
 
-import pymongo
 from bson import ObjectId
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, OperationFailure
@@ -120,12 +119,14 @@ class Standalone:
             key = {"code": code.strip()}
         else:
             raise RequestError("primaryEmail, primaryPhone or code is required")
-        update = {"$setOnInsert": {**fields, "_id": str(ObjectId()), "createdAt": utcnow(), "state": "customer"}}
-        try:
-            doc = self.customers.find_one_and_update(key, update, upsert=True,
-                                                     return_document=pymongo.ReturnDocument.AFTER)
-        except DuplicateKeyError:  # two upserts at once: the other inserted it
-            doc = self.customers.find_one(key)
+        doc = {**fields, **key, "_id": str(ObjectId()), "createdAt": utcnow(), "state": "customer"}
+        try:  # an insert, rather than an upsert: one write instead of a lookup and a write (as receive does)
+            self.customers.insert_one(doc)
+        except DuplicateKeyError:  # this customer exists (or another call inserted it meanwhile): that one
+            stored = self.customers.find_one(key)
+            if stored is None:
+                raise
+            return _public(stored)
         return _public(doc)
 
     # -- inbox ------------------------------------------------------------------------------------------------------

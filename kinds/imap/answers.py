@@ -20,7 +20,7 @@ __all__ = ["CURSOR_EVERY", "MAX_ATTEMPTS", "MailboxAnswers"]
 logger = logging.getLogger("kinds.imap.mailbox")
 
 MAX_ATTEMPTS = 5  # a mail that fails this often is quarantined and passed over
-CURSOR_EVERY = 0.5  # seconds: a moving cursor is saved at most this often (and at once when nothing is in flight)
+CURSOR_EVERY = 0.5  # seconds: a cursor move waits at most this long (and is saved at once when nothing is in flight)
 
 
 class MailboxAnswers:
@@ -30,6 +30,8 @@ class MailboxAnswers:
         self._held.pop((folder, uid), None)
         fp = self._folders.get(folder)
         if fp is not None and fp.complete(uid):
+            if not self._dirty:
+                self._dirty_since = self._clock()
             self._dirty.add(folder)
             if not self._fetch_due():
                 self._flush_cursors()
@@ -39,14 +41,14 @@ class MailboxAnswers:
 
     def _flush_cursors(self, force: bool = False) -> None:
         """Save the cursors that moved: at once when their folder has nothing in flight (the end of a batch, or a
-        single new mail), else at most every CURSOR_EVERY seconds (a crash meanwhile re-fetches a few mails,
-        which are recognised as stored)."""
+        single new mail), else once a move waited CURSOR_EVERY seconds (a crash meanwhile re-fetches a few mails,
+        which are recognised as stored). So a single new mail fetched while the last one's move waits does not
+        share its way to stored with that write: its own answer saves both moves in one write, after it."""
         now = self._clock()
         for name in list(self._dirty):
             fp = self._folders[name]
-            if force or not fp.pending or now - self._cursor_saved_at >= CURSOR_EVERY:
+            if force or not fp.pending or now - self._dirty_since >= CURSOR_EVERY:
                 self._dirty.discard(name)
-                self._cursor_saved_at = now
                 self._save_cursor(fp)
 
     def _save_cursor(self, fp: FolderProgress) -> None:

@@ -78,7 +78,7 @@ class Mailbox(MailboxAnswers, MailboxFetching):
         self._outages = 0
         self._state: tuple[str, str | None] | None = None
         self._synced_at = float("-inf")
-        self._cursor_saved_at = float("-inf")
+        self._dirty_since = 0.0  # when the oldest cursor move not saved yet was made
         self._dirty: set[str] = set()  # folders whose cursor moved since it was saved
         self._full_since: float | None = None
         self._watchdog = self._config.idle_watchdog_seconds
@@ -89,12 +89,15 @@ class Mailbox(MailboxAnswers, MailboxFetching):
     # -- the loop ---------------------------------------------------------------------------------------------------
     def tick(self) -> None:
         """One bounded unit of work. Expected network trouble is handled here; anything else propagates."""
-        if self._dirty and not self._fetch_due():
+        fetching = self._fetch_due()  # this tick fetches (or waits for room in the pipeline)
+        if self._dirty and not fetching:
             self._flush_cursors()
         try:
             self._work()
         finally:
-            if self._dirty:  # after a fetch: the new mail goes first, the cursor write is not in its way
+            # after a fetch: the new mail went first, the cursor write was not in its way. After an IDLE slice that
+            # heard of new mail, that mail's fetch (the next tick) goes first and the write follows it.
+            if self._dirty and (fetching or not self._fetch_due()):
                 self._flush_cursors()
 
     def _work(self) -> None:

@@ -267,6 +267,35 @@ def test_a_new_customer_is_saved_after_its_mail_is_passed_on_and_looked_up_again
     assert [c for _, c in passed] == ["from-another-lane"] and "b@example.com" not in erxes.created
 
 
+def test_in_a_lane_a_new_senders_customer_is_saved_after_its_mail_is_stored(storage):
+    """Issue 14 finding 5: the customer's save ran beside the conversation stage's lookups and intent insert and
+    slowed them (on SecantusDB 2.1 ms against 1.0 for the known-messages lookup); the lane now saves it after."""
+    erxes, answers = RecordingErxes(storage), Answers()
+    order: list[str] = []
+    save, store = storage.save_customer, storage.store_messages
+
+    def save_logged(inbox_id: str, email: str, *args: Any) -> Any:
+        order.append(f"save {email}")
+        return save(inbox_id, email, *args)
+
+    def store_logged(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        order.extend(f"store {d['messageId']}" for d in docs)
+        return store(docs)
+
+    storage.save_customer, storage.store_messages = save_logged, store_logged  # type: ignore[method-assign]
+    router, refs = start_pipeline(storage=storage, erxes=erxes, lanes=1)
+    answers.expected = 2
+    router.resolve(job(1, answers, message_id="<n1@x>", sender="new@example.com"))
+    router.resolve(job(2, answers, message_id="<n2@x>", sender="other@example.com"))
+    assert answers.all_in.wait(10)
+    router.drain(timeout=10)
+    assert order.index("store <n1@x>") < order.index("save new@example.com")
+    assert order.index("store <n2@x>") < order.index("save other@example.com")
+    assert storage.customers["new@example.com"]["contactsId"] == "customer-new@example.com"
+    for ref in refs:
+        ref.stop()
+
+
 def test_the_router_keeps_a_thread_in_order_across_lanes_and_drains(storage):
     erxes, answers = RecordingErxes(storage), Answers()
     router, refs = start_pipeline(storage=storage, erxes=erxes, lanes=4)

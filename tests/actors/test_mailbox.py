@@ -136,6 +136,9 @@ def test_catch_up_in_batches_then_cursor_follows_done_answers():
     box.mail_done("INBOX", 2)
     assert ("i1", "INBOX") not in storage.cursors  # 1 is not done: the cursor may not pass it
     box.mail_done("INBOX", 1)
+    assert ("i1", "INBOX") not in storage.cursors  # moved to 2, but 3 is in flight: the move waits a little
+    clock.now += 0.6
+    box.tick()  # (an IDLE slice) once the move waited CURSOR_EVERY, it is saved though 3 is still in flight
     assert storage.cursors[("i1", "INBOX")] == (7, 2)
     box.mail_done("INBOX", 3)
     assert storage.cursors[("i1", "INBOX")] == (7, 3)
@@ -322,6 +325,52 @@ def test_the_cursor_is_saved_once_per_batch_not_once_per_mail():
     assert len(saves) <= 1  # the first may go at once; the next ones wait for CURSOR_EVERY or the batch's end
     box.mail_done(pipeline.jobs[5].folder, pipeline.jobs[5].uid)
     assert saves[-1][-1] == 6  # nothing in flight: saved at once, at the last UID
+
+
+def test_a_cursor_write_never_goes_before_the_fetch_of_a_mail_idle_just_announced():
+    """Issue 14 finding 5: a cursor write left over from the last batch waited for the next IDLE slice to end, and
+    when new mail ended it, went out before that mail's fetch (3.5 ms of 29 on Cyrus, for 19 of 43 mails)."""
+    imap = FakeImap({1: make_mail(to="u@x")})
+    storage, pipeline = MemoryStorage(), Pipeline()
+    storage.save_cursor("i1", "INBOX", 7, 1)
+    events: list[str] = []
+    save, fetch = storage.save_cursor, imap.fetch
+    storage.save_cursor = lambda *a: (events.append(f"save {a[-1]}"), save(*a))[1]  # type: ignore[method-assign]
+
+    def fetch_logged(uids: list[int], items: list[bytes]) -> Any:
+        events.extend(f"fetch {u}" for u in uids if items == [b"BODY.PEEK[]"])
+        return fetch(uids, items)
+
+    imap.fetch = fetch_logged  # type: ignore[method-assign]
+
+    def idle_check(timeout: float) -> list[Any]:  # mail 0.3 s into each slice: sooner than the cursor's CURSOR_EVERY
+        clock.now += 0.3
+        return imap.idle_responses.pop(0) if imap.idle_responses else []
+
+    imap.idle_check = idle_check  # type: ignore[method-assign]
+    box = mailbox(lambda settings: imap, storage, pipeline,
+                  SimpleNamespace(**{**vars(CONFIG), "idle_slice_seconds": 0.5}))
+    box.tick()  # connect
+    box.tick()  # caught up
+    box.tick()  # IDLE
+
+    def arrives(uid: int, done: int | None = None) -> None:
+        imap.mails[uid] = make_mail(to="u@x", subject=f"s{uid}")
+        imap.idle_responses.append([(uid, b"EXISTS")])
+        box.tick()  # the slice that hears of it
+        if done is not None:  # the answer for the previous mail, queued during that slice
+            box.mail_done("INBOX", done)
+        box.tick()  # its fetch
+
+    arrives(2)
+    arrives(3, done=2)  # the cursor of 2 goes after 3's fetch
+    arrives(4, done=3)  # the cursor of 3 waits: saved 0.3 s ago and 4 is in flight
+    arrives(5)  # the slice that hears of 5 is 0.6 s after that save: the write still waits for 5's fetch
+    # each move waits while the next mail is in flight, until it waited CURSOR_EVERY (then after a fetch)
+    assert events == ["save 1", "fetch 2", "fetch 3", "fetch 4", "fetch 5", "save 3"]
+    box.mail_done("INBOX", 4)
+    box.mail_done("INBOX", 5)  # nothing in flight: saved at once, both moves in one write
+    assert events[-2:] == ["save 3", "save 5"] and storage.cursors[("i1", "INBOX")] == (7, 5)
 
 
 def test_idle_is_renewed_and_other_folders_polled():

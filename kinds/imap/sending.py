@@ -173,9 +173,7 @@ class MailSender:
     def _integration(self, request: _Request) -> dict[str, Any]:
         if request.sender:
             address = request.sender[1].strip()
-            doc = self._storage.find_integration({"user": address}) or next(
-                (d for d in self._storage.list_integrations()
-                 if str(d.get("user") or "").strip().lower() == address.lower()), None)
+            doc = self._storage.integration_of_user(address)
             if doc is not None:
                 return doc
         if request.integration_id:
@@ -183,7 +181,7 @@ class MailSender:
             if doc is not None:
                 return doc
         if request.sender:  # one of an integration's aliases (the check of from then lets it through)
-            doc = self._storage.find_integration({"aliases": request.sender[1].strip().lower()})
+            doc = self._storage.integration_of_alias(request.sender[1].strip().lower())
             if doc is not None:
                 return doc
         wanted = " or ".join(filter(None, [request.sender and f"from {request.sender[1]}",

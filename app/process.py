@@ -2,13 +2,13 @@
 
 the servers (MongoDB, RabbitMQ, Redis when leases need it: waited for up to ``startup_wait_seconds``,
 runtime/check.py) -> the mode (``STANDALONE=auto``: the erxes emulation only where no erxes is found,
-runtime/detect.py) -> storage -> broker (with the standalone emulation) -> the pipeline's lanes (customer/conversation, actors/router.py)
--> supervisor -> the kinds (runtime/kinds.py: each enabled kind sets up its procedures, routes, GraphQL fields and
-listener; the supervisor then starts a listener per integration, by its kind) ->
-procedures on the broker -> web (the same procedures over HTTP, /ready, /metrics) -> lease keeper (joins the nodes
-in Redis; the supervisor then listens to the mailboxes whose leases it takes: ``docs/scaling.md``) -> registration
-in Redis (``service:<kind>`` for each kind). Stopping releases the leases once every mailbox and the pipeline stopped, and removes ``service:imap``
-when it still points at this process.
+runtime/detect.py) -> storage -> broker (with the standalone emulation) -> the pipeline's lanes
+(customer/conversation, actors/router.py) -> supervisor -> the kinds (runtime/kinds.py: each enabled kind sets up
+its procedures, routes, GraphQL fields and listener; the supervisor then starts a listener per integration, by its
+kind) -> procedures on the broker -> web (the same procedures over HTTP, /ready, /metrics) -> lease keeper (joins
+the nodes in Redis; the supervisor then listens to the mailboxes whose leases it takes: ``docs/scaling.md``) ->
+registration in Redis (``service:<kind>`` for each kind). Stopping releases the leases once every mailbox and the
+pipeline stopped, and removes ``service:imap`` when it still points at this process.
 ``GET /health`` answers ``ok`` once all of it runs.
 (Named ``process`` rather than ``supervisor`` so it is not confused with ``actors/supervisor.py``.)
 """
@@ -110,7 +110,8 @@ class Runtime:
             drain=pipeline.drain)).proxy()
         services = Services(config=self.config, tenants=self.tenants, storage=self.storage, broker=self.broker,
                             erxes=erxes, fence=fence, supervisor=self.supervisor, ownership=self.ownership,
-                            pipeline=pipeline, timeout=ASK_TIMEOUT, extra={"imap_factory": self.imap_factory} if self.imap_factory else {})
+                            pipeline=pipeline, timeout=ASK_TIMEOUT,
+                            extra={"imap_factory": self.imap_factory} if self.imap_factory else {})
         kinds = load_kinds(self.config.kinds)
         for kind in kinds:  # before start_all: the supervisor reads the listeners the kinds registered
             self.kinds.setup(kind, services)
@@ -145,11 +146,11 @@ class Runtime:
             extra=services.extra))
         web = self._spawn(WebActor.start(app, port=self.config.port, host=self.config.bind_address))
         self.web_port = web.proxy().port.get(timeout=ASK_TIMEOUT)
-        if isinstance(self.ownership, Leases):  # after the port is bound: the default node id names it
-            self._spawn(LeaseKeeperActor.start(leases=self.ownership, supervisor=self.supervisor,
-                                               node_id=self.config.node_id or f"{socket.gethostname()}:{self.web_port}"))
+        node_id = self.config.node_id or f"{socket.gethostname()}:{self.web_port}"  # the port is bound: it names it
+        if isinstance(self.ownership, Leases):
+            self._spawn(LeaseKeeperActor.start(leases=self.ownership, supervisor=self.supervisor, node_id=node_id))
         else:
-            self.ownership.node_id = self.config.node_id or f"{socket.gethostname()}:{self.web_port}"
+            self.ownership.node_id = node_id
         self.registrations = [start_registration(self.config, self._redis, self.web_port, names[kind.name], kind=kind)
                               for kind in kinds]
         self.registration = self.registrations[0] if self.registrations else None

@@ -1,16 +1,15 @@
 """EXPERIMENT ONLY: ``python -m runtime`` with a candidate product change applied in memory, to measure what the
 change would buy before anyone writes it. The product code is not touched; the headline figures never use this.
 
-    BENCH_PATCHES=split-thread-lookup .venv/bin/python -m bench.patched_runtime   (same env as python -m runtime)
+    BENCH_PATCHES=shared-tls-context .venv/bin/python -m bench.patched_runtime   (same env as python -m runtime)
 
 Patches:
-  split-thread-lookup  ``Storage.find_thread_conversation`` as two plain indexed queries (messageId $in, then
-                       references $in) and the earliest match with a conversation picked in Python, instead of
-                       one ``$or`` + ``inboxConversationId $nin`` + sort, which SecantusDB answers with a
-                       collection scan (bench/storage_ops.py). Same answer.
-  shared-tls-context   ``kinds.imap.connection.tls_context`` (``runtime.hosts``' since) memoised per CA (one SSLContext shared by all mailboxes, which
-                       SSLContext allows) instead of a new context loading the system's 144 CA certificates
-                       (~18 ms of CPU) at every connect, TLS or not.
+  split-thread-lookup  the thread lookup as two plain indexed queries (messageId $in, then references $in)
+                       instead of one ``$or`` + ``inboxConversationId $nin`` + sort, which SecantusDB answers with
+                       a collection scan (bench/storage_ops.py): the product's since 726bb5a, so now a no-op.
+  shared-tls-context   ``kinds.imap.connection.tls_context`` (``runtime.hosts``' since) memoised per CA (one
+                       SSLContext shared by all mailboxes, which SSLContext allows) instead of a new context
+                       loading the system's 144 CA certificates (~18 ms of CPU) at every connect, TLS or not.
   switch-interval      ``sys.setswitchinterval(0.0005)`` instead of Python's 5 ms: a thread that waits for the GIL
                        (the AMQP I/O loop, a lane back from a round trip) gets it sooner from a parsing mailbox.
   op-count             not a change but a probe: counts the MongoDB commands the runtime sends (by command and
@@ -24,25 +23,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 
 def _split_thread_lookup() -> None:
-    from runtime.storage import Storage
-
-    def find_thread_conversation(self: Any, inbox_id: str, message_ids: Iterable[str]) -> str | None:
-        ids = [m for m in dict.fromkeys(message_ids) if m]
-        if not ids:
-            return None
-        found: list[dict[str, Any]] = []
-        for field in ("messageId", "references"):
-            found += self.messages.find({"inboxIntegrationId": inbox_id, field: {"$in": ids}},
-                                        projection={"inboxConversationId": 1, "createdAt": 1})
-        found = [d for d in found if d.get("inboxConversationId")]
-        return min(found, key=lambda d: d["createdAt"])["inboxConversationId"] if found else None
-
-    Storage.find_thread_conversation = find_thread_conversation  # type: ignore[method-assign]
+    """Adopted by the product in 726bb5a (``Storage.thread_candidates``: two indexed queries per batch, each mail's
+    conversation picked by ``runtime.pipeline.pick_thread``): nothing left to patch; kept so older command lines
+    still run."""
 
 
 def _shared_tls_context() -> None:

@@ -18,7 +18,6 @@ from pymongo.errors import BulkWriteError, DocumentTooLarge, PyMongoError
 from runtime._storage_base import (DONE, MAX_DOCUMENT, MAX_RAW_IN_DOCUMENT, PENDING, _by_message_id,
                                    _duplicates_only, _write_errors, scrub, utcnow)
 from runtime.errors import StorageError
-from runtime.pipeline import pick_thread
 
 __all__ = ["MailStorage"]
 
@@ -87,15 +86,9 @@ class MailStorage:
         """The stored messages of ``inbox_id`` among ``message_ids``, by Message-ID (one query for a batch)."""
         return _by_message_id(self.messages, inbox_id, message_ids)
 
-    def find_thread_conversation(self, inbox_id: str, message_ids: Iterable[str]) -> str | None:
-        """The conversation of a stored message this mail answers (by In-Reply-To/References), or of a sibling
-        that shares one of those ancestors; the earliest match wins."""
-        ids = [m for m in dict.fromkeys(message_ids) if m]
-        return pick_thread(self.thread_candidates(inbox_id, ids), ids)
-
     def thread_candidates(self, inbox_id: str, message_ids: Iterable[str]) -> list[dict[str, Any]]:
         """Stored messages with a conversation that are one of ``message_ids`` or reference one of them (for a
-        whole batch at once; :func:`runtime.pipeline.pick_thread` picks each mail's)."""
+        whole batch at once; :func:`runtime.pipeline.pick_thread` picks each mail's conversation among them)."""
         ids = [m for m in dict.fromkeys(message_ids) if m]
         if not ids:
             return []

@@ -87,7 +87,8 @@ class ErxesClient:
 
     def message_inserted(self, subdomain: str, *, message_id: str, content: str, conversation_id: str) -> None:
         """``content`` is a mail's HTML: inbox passes it to the UI's subscription and to mobile notifications, so it
-        leaves sanitised (``runtime.mail.sanitize.outward_html``; no attachment route, so ``cid:`` images show their alt)."""
+        leaves sanitised (``runtime.mail.sanitize.outward_html``; no attachment route, so ``cid:`` images show their
+        alt)."""
         data = {"_id": message_id, "content": outward_html(content), "conversationId": conversation_id}
         self._transport.publish("inbox:conversationClientMessageInserted", data, subdomain=subdomain)
 

@@ -16,6 +16,7 @@ from bson import ObjectId
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from runtime.arguments import envelope_data
 from runtime.broker._envelope import delivery_id
 from runtime.errors import RequestError
 from runtime.storage import utcnow
@@ -93,7 +94,7 @@ class Standalone:
     # -- core/contacts ----------------------------------------------------------------------------------------------
     def find_customer(self, envelope: dict[str, Any]) -> dict[str, Any] | None:
         """erxes's selectors, in its order: ``customerPrimaryEmail``, ``customerPrimaryPhone``, ``customerCode``."""
-        data = _data(envelope)
+        data = envelope_data(envelope)
         email = data.get("customerPrimaryEmail") or data.get("primaryEmail")
         if email:
             return _public(self.customers.find_one({"primaryEmail": str(email).lower()}))
@@ -106,7 +107,7 @@ class Standalone:
         return None
 
     def create_customer(self, envelope: dict[str, Any]) -> dict[str, Any]:
-        data = _data(envelope)
+        data = envelope_data(envelope)
         email, phone, code = data.get("primaryEmail"), data.get("primaryPhone"), data.get("code")
         fields = {k: data[k] for k in ("firstName", "lastName", "integrationId") if data.get(k)}
         if isinstance(email, str) and "@" in email:
@@ -131,7 +132,7 @@ class Standalone:
 
     # -- inbox ------------------------------------------------------------------------------------------------------
     def receive(self, envelope: dict[str, Any]) -> dict[str, Any]:
-        data = _data(envelope)
+        data = envelope_data(envelope)
         if data.get("action") != "create-or-update-conversation":
             raise RequestError(f"unknown action {data.get('action')!r}")
         try:
@@ -166,13 +167,13 @@ class Standalone:
         return {"_id": doc["_id"]}
 
     def change_status(self, envelope: dict[str, Any]) -> None:
-        data = _data(envelope)
+        data = envelope_data(envelope)
         if not data.get("id") or data.get("status") not in ("closed", "new", "open"):
             raise RequestError("id and status (closed/new) are required")
         self.conversations.update_one({"_id": data["id"]}, {"$set": {"status": data["status"]}})
 
     def message_inserted(self, envelope: dict[str, Any]) -> None:
-        data = _data(envelope)
+        data = envelope_data(envelope)
         # one record per message; ``deliveries`` counts repeats (at-least-once after a crash at the wrong moment),
         # ``publishes`` the AMQP message ids among them: a message the runtime published twice has two, one that
         # RabbitMQ redelivered (this emulation died before its ack) has one.
@@ -186,13 +187,6 @@ class Standalone:
             self.inserted.update_one({"messageId": data.get("_id")}, {"$inc": {"deliveries": 1},
                                                                     **({"$addToSet": {"publishes": publish}}
                                                                        if publish else {})})
-
-
-def _data(envelope: dict[str, Any]) -> dict[str, Any]:
-    data = envelope.get("data") if isinstance(envelope, dict) else None
-    if not isinstance(data, dict):
-        raise RequestError("data must be an object")
-    return data
 
 
 def _public(doc: dict[str, Any] | None) -> dict[str, Any] | None:

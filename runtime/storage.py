@@ -16,11 +16,12 @@ intents, ``pending`` and ``stored``, are adopted as intents when their mail come
 (:meth:`Storage.adopt_legacy_message`); the UI's readers skip ``pending`` ones.
 
 Secrets at rest (``password``, ``webhookSecret`` and the OAuth2 client secret, refresh and access tokens of
-``imap_integrations``, :data:`SECRET_FIELDS`) are sealed on write and unseal on read
-here, in one place (:mod:`runtime.sealing`): ``get_integration``, ``get_integration_by_id``, ``find_integration``,
-``list_integrations`` and ``save_integration`` return documents with plain secrets, for internal use only (never
-for a response). Plain values (erxes's own records) read as they are until ``reseal_integrations`` seals them. A
-Storage built without a sealer (tools, tests) writes plain values and refuses to read sealed ones.
+``imap_integrations``, :data:`SECRET_FIELDS`) are sealed on write and unseal on read here, in one place
+(:mod:`runtime.sealing`): ``get_integration``, ``get_integration_by_id``, ``integration_of_user``,
+``integration_of_alias``, ``list_integrations`` and ``save_integration`` return documents with plain secrets, for
+internal use only (never for a response). Plain values (erxes's own records) read as they are until
+``reseal_integrations`` seals them. A Storage built without a sealer (tools, tests) writes plain values and refuses
+to read sealed ones.
 
 Callers use the operations, never a collection (issue 15): what a module needs from MongoDB is a method here that
 says what it does. The IMAP kind's collections' operations are in :mod:`runtime._storage_mail`, a mixin; the
@@ -138,8 +139,17 @@ class Storage(MailStorage):
     def get_integration(self, inbox_id: str) -> dict[str, Any] | None:
         return self._open(self.integrations.find_one({"inboxId": inbox_id}))
 
-    def find_integration(self, query: dict[str, Any]) -> dict[str, Any] | None:
-        return self._open(self.integrations.find_one(query))
+    def integration_of_user(self, address: str) -> dict[str, Any] | None:
+        """The integration whose ``user`` (its mailbox's address) is ``address``: as stored, else in any case."""
+        doc = self._open(self.integrations.find_one({"user": address}))
+        if doc is None:
+            doc = next((d for d in self.list_integrations()
+                        if str(d.get("user") or "").strip().lower() == address.lower()), None)
+        return doc
+
+    def integration_of_alias(self, address: str) -> dict[str, Any] | None:
+        """The integration with ``address`` (lower case, as ``aliases`` are stored) among its ``aliases``."""
+        return self._open(self.integrations.find_one({"aliases": address}))
 
     def get_integration_by_id(self, object_id: str) -> dict[str, Any] | None:
         try:

@@ -23,7 +23,7 @@ from runtime import fence
 from runtime.errors import AuthenticationFailed, MailboxError, StorageError
 from kinds.imap.details import parse_details
 from kinds.imap.connection import ImapSettings, connect
-from kinds.imap.oauth import NotSignedIn, TokenRevoked, Tokens
+from kinds.imap.oauth_refresh import NotSignedIn, TokenRevoked, Tokens
 from runtime.sealing import PREFIX, Sealer, new_key
 from runtime.storage import Storage
 from tests.conftest import MailServer, make_mail, wait_for

@@ -2,14 +2,14 @@
 
 ``/ready`` answers JSON ``{"mongo": "ok"|<error>, "rabbitmq": ..., "redis": ..., "mailboxes": {<state>: n},
 "mailboxHealth": {"healthy": n, "degraded": n, "unHealthy": n, "unHealthyInboxes": [id...], "degradedInboxes":
-[...]},
-"node": {"id", "leases", "nodes", "target"}, "mode": {"standalone", "setting", "reason"}, "serving": bool,
-"missing": [<one line each>, only when not ready]}`` (``node``: this node's id and the leases it holds, see ``docs/scaling.md``;
-``mode``: whether the erxes emulation runs and why, runtime/detect.py) with HTTP 200 only while the runtime serves
-and MongoDB, RabbitMQ and, with leases in Redis (``LEASES=redis``: without Redis no mailbox is listened to), Redis
-answer; else 503, and ``missing`` names what is missing. ``mailboxes`` counts ``imap_integrations.state``,
-``mailboxHealth`` their health as erxes's ``getStatus`` shows it (:func:`mailbox_health`; both null when MongoDB
-does not answer). A sick mailbox never makes the node unready: it is the mailbox's fault, not the node's. ``/metrics`` is the Prometheus text format (:mod:`runtime.metrics`).
+[...]}, "node": {"id", "leases", "nodes", "target"}, "mode": {"standalone", "setting", "reason"}, "serving": bool,
+"missing": [<one line each>, only when not ready]}`` (``node``: this node's id and the leases it holds, see
+``docs/scaling.md``; ``mode``: whether the erxes emulation runs and why, runtime/detect.py) with HTTP 200 only while
+the runtime serves and MongoDB, RabbitMQ and, with leases in Redis (``LEASES=redis``: without Redis no mailbox is
+listened to), Redis answer; else 503, and ``missing`` names what is missing. ``mailboxes`` counts
+``imap_integrations.state``, ``mailboxHealth`` their health as erxes's ``getStatus`` shows it
+(:func:`mailbox_health`; both null when MongoDB does not answer). A sick mailbox never makes the node unready: it is
+the mailbox's fault, not the node's. ``/metrics`` is the Prometheus text format (:mod:`runtime.metrics`).
 
 :class:`ReadinessWatch` asks the same questions every few seconds and logs what is missing: a WARNING when it
 changes, repeated at most once a minute while it lasts, and an INFO line once all is back.

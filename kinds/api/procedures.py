@@ -6,8 +6,8 @@ from typing import Any, Callable
 
 from kinds.api.details import parse_details, public_details
 from kinds.api.store import ApiStore
+from runtime.arguments import envelope_data, integration_id, tenant
 from runtime.errors import RequestError
-from runtime.tenants import current
 
 __all__ = ["ApiProcedures"]
 
@@ -28,23 +28,23 @@ class ApiProcedures:
                 "api_to_integrations": self.api_to_integrations}
 
     def create_integration(self, envelope: dict[str, Any]) -> dict[str, str]:
-        data = _data(envelope)
-        inbox_id = _inbox_id(data)
+        data = envelope_data(envelope)
+        inbox_id = integration_id(data)
         doc = data.get("doc")
         if not isinstance(doc, dict):
             raise RequestError('doc is required: {kind: "api", integrationId, data}')
         if doc.get("kind") not in (None, "api"):
             raise RequestError(f"doc.kind must be 'api', got {doc.get('kind')!r}")
         details = parse_details(doc.get("data"), creating=True)
-        self._on_tenant(_tenant())
+        self._on_tenant(tenant())
         self._store.save_integration(inbox_id, details)
         logger.info("api integration %s created (callback %s)", inbox_id, details.get("callbackUrl") or "none")
         self._restart(inbox_id)
         return {"status": "success"}
 
     def update_integration(self, envelope: dict[str, Any]) -> dict[str, str]:
-        data = _data(envelope)
-        inbox_id = _inbox_id(data)
+        data = envelope_data(envelope)
+        inbox_id = integration_id(data)
         if self._store.get_integration(inbox_id) is None:
             raise RequestError("Integration not found.")
         doc = data.get("doc")
@@ -56,14 +56,14 @@ class ApiProcedures:
         return {"status": "success"}
 
     def remove_integrations(self, envelope: dict[str, Any]) -> dict[str, str]:
-        inbox_id = _inbox_id(_data(envelope))
-        self._supervisor.stop_listening(inbox_id, _tenant()).get(timeout=self._timeout)
+        inbox_id = integration_id(envelope_data(envelope))
+        self._supervisor.stop_listening(inbox_id, tenant()).get(timeout=self._timeout)
         if self._store.remove_integration(inbox_id):
             logger.info("api integration %s removed with its pending deliveries", inbox_id)
         return {"status": "success"}
 
     def get_status(self, envelope: dict[str, Any]) -> dict[str, Any]:
-        doc = self._store.get_integration(_inbox_id(_data(envelope)))
+        doc = self._store.get_integration(integration_id(envelope_data(envelope)))
         if doc is None:
             return {"status": "healthy"}
         out: dict[str, Any] = {"status": doc.get("healthStatus", "healthy")}
@@ -72,29 +72,12 @@ class ApiProcedures:
         return out
 
     def api_to_integrations(self, envelope: dict[str, Any]) -> Any:
-        data = _data(envelope)
+        data = envelope_data(envelope)
         if data.get("action") != "getDetails":
             return None  # inbox stores a reply itself only when we answer with no data
-        doc = self._store.get_integration(_inbox_id(data))
+        doc = self._store.get_integration(integration_id(data))
         return public_details(doc) if doc else None
 
     def _restart(self, inbox_id: str) -> None:
-        self._supervisor.restart(inbox_id, _tenant(), unless_current=True).get(timeout=self._timeout)
+        self._supervisor.restart(inbox_id, tenant(), unless_current=True).get(timeout=self._timeout)
 
-
-def _tenant() -> str:
-    return current() or "os"
-
-
-def _data(envelope: Any) -> dict[str, Any]:
-    data = envelope.get("data") if isinstance(envelope, dict) else None
-    if not isinstance(data, dict):
-        raise RequestError("data must be an object")
-    return data
-
-
-def _inbox_id(data: dict[str, Any]) -> str:
-    value = data.get("integrationId")
-    if not isinstance(value, str) or not value.strip():
-        raise RequestError("integrationId is required")
-    return value.strip()

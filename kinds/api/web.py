@@ -15,6 +15,7 @@ from pymongo.errors import PyMongoError
 from kinds.api.details import SIGNATURE_HEADER, parse_inbound, verify
 from runtime.errors import RequestError, RuntimeFault
 from runtime.tenants import UnknownTenant, bind_request
+from web.replies import fail_json
 
 __all__ = ["RECEIVE", "routes"]
 
@@ -32,41 +33,36 @@ class ApiReceiveHandler(tornado.web.RequestHandler):
     async def post(self) -> None:
         inbox_id = self.get_query_argument("integrationId", "").strip()
         if not inbox_id:
-            return self.fail(400, "integrationId is required")
+            return fail_json(self, 400, "integrationId is required")
         try:
             subdomain = bind_request(self.tenants, self.request.headers)
             if self.tenants is not None:
                 await asyncio.to_thread(self.tenants.require_known, subdomain)
         except UnknownTenant as exc:
-            return self.fail(404, str(exc))
+            return fail_json(self, 404, str(exc))
         except RequestError as exc:
-            return self.fail(400, str(exc))
+            return fail_json(self, 400, str(exc))
         try:
             doc = await asyncio.to_thread(self.store.get_integration, inbox_id)
         except (PyMongoError, RuntimeFault) as exc:  # its words stay in the log: the caller is not signed in yet
             logger.warning("api integration %s: cannot read it: %s", inbox_id, exc)
-            return self.fail(503, "the database did not answer; post again")
+            return fail_json(self, 503, "the database did not answer; post again")
         if doc is None:
-            return self.fail(404, f"integration {inbox_id} not found")
+            return fail_json(self, 404, f"integration {inbox_id} not found")
         body = self.request.body
         if not verify(doc.get("secret"), body, self.request.headers.get(SIGNATURE_HEADER)):
-            return self.fail(401, f"missing or bad {SIGNATURE_HEADER} (sha256=<hex HMAC-SHA256 of the body>)")
+            return fail_json(self, 401, f"missing or bad {SIGNATURE_HEADER} (sha256=<hex HMAC-SHA256 of the body>)")
         try:
             message = parse_inbound(body)
         except RequestError as exc:
-            return self.fail(400, str(exc))
+            return fail_json(self, 400, str(exc))
         try:
             result = await asyncio.to_thread(self.ingest.ingest, subdomain, inbox_id, message)
         except (RuntimeFault, PyMongoError) as exc:
             logger.warning("api integration %s: message %s not stored yet: %s", inbox_id, message.message_id, exc)
-            return self.fail(503, "not stored yet (erxes or the database did not answer); post again")
+            return fail_json(self, 503, "not stored yet (erxes or the database did not answer); post again")
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(result))
-
-    def fail(self, status: int, reason: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": reason}))
 
 
 def routes(*, store: Any, ingest: Any) -> Any:

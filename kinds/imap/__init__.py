@@ -4,10 +4,12 @@ Its whole behaviour lives in this package; the mail logic it shares with any oth
 
 - the listener: one mailbox actor per integration (``actor.py``, running ``mailbox.py``: connect with
   ``connection.py``, catch up from ``cursor.py``'s progress, IDLE with ``idle.py``, folders resolved by
-  ``folders.py``, logins paced by ``logins.py``, OAuth2 tokens from ``oauth.py``), over ``imap_integrations``;
+  ``folders.py``, logins paced by ``logins.py``, OAuth2 settings in ``oauth.py``, the token endpoint's calls in
+  ``oauth_endpoint.py``, fresh access tokens from ``oauth_refresh.py``), over ``imap_integrations``;
 - procedures ``imap:*`` (``procedures.py``; integration details in ``details.py``, credentials that follow the host
   in ``credentials.py``, ``logs.collectItems`` in ``logs_collect.py``), served on both transports, ``service:imap``;
-- sending: ``sending.py`` over ``smtp.py``;
+- sending: ``sending.py`` (its arguments checked in ``send_request.py``, its attachments gathered in
+  ``send_attachments.py``) over ``smtp.py``;
 - routes ``/receive`` (``receive.py``, ``push.py``), ``/read-mail-attachment`` (``attachments.py``), ``/login``
   (``login.py``), gathered in ``web.py``;
 - GraphQL ``imapConversationDetail``, ``imapGetIntegrations``, ``imapLogs``, ``imapSendMail`` (``graphql.py``);

@@ -24,6 +24,7 @@ from runtime.tenants import bind_request
 from web.auth import LOGIN_REQUIRED, current_user, is_logged_in
 from web.download import MIME_TYPE as _MIME_TYPE
 from web.download import AttachmentError, content_disposition
+from web.replies import fail_text
 
 __all__ = ["AttachmentError", "AttachmentHandler", "content_disposition", "read_attachment", "routes"]
 
@@ -112,37 +113,32 @@ class AttachmentHandler(tornado.web.RequestHandler):
 
     async def get(self) -> None:
         if not is_logged_in(current_user(self.request.headers)):
-            return self._fail(401, LOGIN_REQUIRED)
+            return fail_text(self, 401, LOGIN_REQUIRED)
         try:
             subdomain = bind_request(self.tenants, self.request.headers)
         except RequestError as exc:
-            return self._fail(400, str(exc))
+            return fail_text(self, 400, str(exc))
         params = {name: self.get_query_argument(name, "").strip() for name in ("messageId", "integrationId")}
         params["filename"] = self.get_query_argument("filename", "")
         missing = [name for name, value in params.items() if not value]
         if missing:
-            return self._fail(400, f"missing parameter: {', '.join(missing)}")
-        read = functools.partial(read_attachment, self.storage, self.supervisor, timeout=self.timeout, subdomain=subdomain,
-                                 integration_id=params["integrationId"], message_id=params["messageId"],
-                                 filename=params["filename"])
+            return fail_text(self, 400, f"missing parameter: {', '.join(missing)}")
+        read = functools.partial(read_attachment, self.storage, self.supervisor, timeout=self.timeout,
+                                 subdomain=subdomain, integration_id=params["integrationId"],
+                                 message_id=params["messageId"], filename=params["filename"])
         try:
             filename, mime_type, data = await asyncio.to_thread(read)
         except AttachmentError as exc:
-            return self._fail(exc.status, exc.reason)
+            return fail_text(self, exc.status, exc.reason)
         self.set_header("Content-Type", mime_type if _MIME_TYPE.fullmatch(mime_type) else "application/octet-stream")
         self.set_header("Content-Disposition", content_disposition(filename))
         self.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
         self.finish(data)
 
-    def _fail(self, status: int, reason: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(reason)
 
-
-def routes(deps: Any) -> list[tuple[Any, ...]]:
+def routes(deps: Any, config: Any = None) -> list[tuple[Any, ...]]:
     """``/read-mail-attachment``. ``deps`` carries ``storage``, ``supervisor`` (the SupervisorActor proxy) and
-    optionally ``ask_timeout`` (seconds, default 30)."""
+    ``tenants``; the mailbox is given ``config.imap_timeout_seconds`` to fetch the mail (30 without a config)."""
     return [(r"/read-mail-attachment", AttachmentHandler, {
-        "storage": deps.storage, "supervisor": deps.supervisor, "timeout": getattr(deps, "ask_timeout", 30.0),
-        "tenants": getattr(deps, "tenants", None)})]
+        "storage": deps.storage, "supervisor": deps.supervisor,
+        "timeout": float(getattr(config, "imap_timeout_seconds", 30.0)), "tenants": getattr(deps, "tenants", None)})]

@@ -18,7 +18,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 
 from kinds.imap.folders import resolve
 from kinds.imap.idle import IdleClient
-from kinds.imap.oauth import Tokens, oauth_tokens
+from kinds.imap.oauth_refresh import Tokens, oauth_tokens
 from runtime.errors import AuthenticationFailed, FolderUnavailable, MailboxError
 from runtime.hosts import host_problem, tls_context
 

@@ -15,7 +15,8 @@ The provider's settings (authorize and token endpoints, client id and secret, sc
 (``doc.data.oauth``, presets for ``google`` and ``microsoft``): each mailbox, and each tenant, may use its own app
 registration. The redirect URI is the ``oauth_redirect_url`` setting, else this request's own address.
 Answers: 302 to the provider, 200 a short page when connected, 400 a bad or stale request, 401 not logged in,
-403 not an owner, 404 unknown integration (or, ``VERSION=saas``, an organisation the runtime does not know), 502 the provider refused. No token or secret is ever in a page, a header or a log line.
+403 not an owner, 404 unknown integration (or, ``VERSION=saas``, an organisation the runtime does not know), 502
+the provider refused. No token or secret is ever in a page, a header or a log line.
 """
 from __future__ import annotations
 
@@ -30,17 +31,13 @@ from typing import Any
 import pykka
 import tornado.web
 
-from kinds.imap.oauth import (
-    OAuthSettings,
-    authorization_url,
-    exchange_code,
-    pkce_challenge,
-    store_tokens,
-)
+from kinds.imap.oauth import OAuthSettings, authorization_url, pkce_challenge
+from kinds.imap.oauth_endpoint import exchange_code, store_tokens
 from runtime.errors import MailboxError, RequestError
 from runtime.storage import utcnow
 from runtime.tenants import UnknownTenant, bind_request
 from web.auth import LOGIN_REQUIRED, current_user, is_logged_in, may_administer
+from web.replies import fail_text
 
 __all__ = ["LoginHandler", "routes"]
 
@@ -92,11 +89,11 @@ class LoginHandler(tornado.web.RequestHandler):
                 raise LoginFailed(403, "only an erxes owner (or a user in LOGIN_ALLOWED_USERS) may connect a mailbox")
             self.redirect(await asyncio.to_thread(self._start, str(user["_id"])))
         except UnknownTenant as exc:
-            self._fail(404, str(exc))
+            fail_text(self, 404, str(exc))
         except RequestError as exc:
-            self._fail(400, str(exc))
+            fail_text(self, 400, str(exc))
         except LoginFailed as exc:
-            self._fail(exc.status, exc.reason)
+            fail_text(self, exc.status, exc.reason)
 
     # -- leg 1: to the provider -------------------------------------------------------------------------------------
     def _start(self, user_id: str) -> str:
@@ -167,11 +164,6 @@ class LoginHandler(tornado.web.RequestHandler):
     def _request_summary(self) -> str:
         """Tornado's access log line, without the query: a code or state never reaches a log."""
         return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
-
-    def _fail(self, status: int, reason: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(reason)
 
 
 def _digest(state: str) -> str:

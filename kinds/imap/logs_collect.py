@@ -6,8 +6,8 @@ messages ingested for that customer (``customerId``). The reply's ``data`` is wr
 ``{"status": "success", "data": [{_id, contentType: "imap:customer", createdAt, contentTypeDetail}]}``.
 
 erxes's ``ActivityLog.tsx`` renders ``contentTypeDetail.body`` as HTML (``dangerouslySetInnerHTML``): the body goes
-out through ``runtime.mail.sanitize.outward_html``, as ``imapConversationDetail``'s does (the stored body stays raw), and
-the runtime's own fields (``split``) stay home.
+out through ``runtime.mail.sanitize.outward_html``, as ``imapConversationDetail``'s does (the stored body stays
+raw), and the runtime's own fields (``split``) stay home.
 """
 from __future__ import annotations
 

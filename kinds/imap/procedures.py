@@ -18,9 +18,9 @@ from pymongo.errors import DuplicateKeyError
 from kinds.imap.credentials import follow_host
 from kinds.imap.details import parse_details
 from kinds.imap.logs_collect import collect_items
+from runtime.arguments import envelope_data, integration_id, tenant
 from runtime.errors import RequestError
 from runtime.storage import SECRET_FIELDS
-from runtime.tenants import current
 
 __all__ = ["ImapProcedures", "SERVICE"]
 
@@ -61,21 +61,21 @@ class ImapProcedures:
 
     # -- procedures ---------------------------------------------------------------------------------------------------
     def create_integration(self, envelope: dict[str, Any]) -> None:
-        data = _data(envelope)
-        inbox_id = _inbox_id(data, "integrationId")
+        data = envelope_data(envelope)
+        inbox_id = integration_id(data)
         doc = data.get("doc")
         if not isinstance(doc, dict):
             raise RequestError("doc is required: {accountId, kind, integrationId, data}")
         details = parse_details(doc.get("data"))
         details = self._follow_host(inbox_id, self._storage.get_integration(inbox_id), details)
-        self._on_tenant(_tenant())
+        self._on_tenant(tenant())
         self._save(inbox_id, details)
         self._storage.log("info", f"integration {inbox_id} created for {details['user']}", inbox_id=inbox_id)
-        self._ask(self._supervisor.restart(inbox_id, _tenant(), unless_current=True))
+        self._ask(self._supervisor.restart(inbox_id, tenant(), unless_current=True))
 
     def update_integration(self, envelope: dict[str, Any]) -> None:
-        data = _data(envelope)
-        inbox_id = _inbox_id(data, "integrationId")
+        data = envelope_data(envelope)
+        inbox_id = integration_id(data)
         stored = self._storage.get_integration(inbox_id)
         if stored is None:
             raise RequestError("Integration not found.")
@@ -88,33 +88,33 @@ class ImapProcedures:
         details = self._follow_host(inbox_id, stored, details)
         self._save(inbox_id, details)
         self._storage.log("info", f"integration {inbox_id} updated", inbox_id=inbox_id)
-        self._ask(self._supervisor.restart(inbox_id, _tenant(), unless_current=True))
+        self._ask(self._supervisor.restart(inbox_id, tenant(), unless_current=True))
 
     def remove_integration(self, envelope: dict[str, Any]) -> None:
-        inbox_id = _inbox_id(_data(envelope), "integrationId")
+        inbox_id = integration_id(envelope_data(envelope))
         doc = self._storage.get_integration(inbox_id)
-        self._ask(self._supervisor.stop_listening(inbox_id, _tenant()))
+        self._ask(self._supervisor.stop_listening(inbox_id, tenant()))
         if self._storage.remove_integration(inbox_id):
             logger.info("Integration %s removed", inbox_id)
         if doc is not None and getattr(self._ownership, "leasing", False):
             # Another node may own it: it stops at its next rebalancing pass, seeing the integration gone. Wait for
             # that, then remove again what its mailbox stored meanwhile.
             timings = self._ownership.timings
-            if not self._ownership.wait_released(self._ownership.key(_tenant(), doc["_id"]),
+            if not self._ownership.wait_released(self._ownership.key(tenant(), doc["_id"]),
                                                  timings.lease + 2 * timings.renew_every):
                 logger.warning("Integration %s: its owner did not let go in time; its lease expires anyway",
                                inbox_id)
             self._storage.remove_integration(inbox_id)
 
     def api_to_integrations(self, envelope: dict[str, Any]) -> Any:
-        data = _data(envelope)
+        data = envelope_data(envelope)
         if data.get("action") != "getDetails":
             return None  # inbox stores a reply itself only when we answer with no data
-        doc = self._storage.get_integration(_inbox_id(data, "integrationId"))
+        doc = self._storage.get_integration(integration_id(data))
         return public_details(doc) if doc else None
 
     def get_status(self, envelope: dict[str, Any]) -> dict[str, Any]:
-        doc = self._storage.get_integration(_inbox_id(_data(envelope), "integrationId"))
+        doc = self._storage.get_integration(integration_id(envelope_data(envelope)))
         if doc is None:
             return {"status": "healthy"}
         return {"status": doc.get("healthStatus", "healthy"), "error": doc.get("error")}
@@ -123,21 +123,21 @@ class ImapProcedures:
         """engages' new email: the same arguments and reply as the ``imapSendMail`` mutation."""
         if self._sender is None:
             raise RequestError("sending is not available in this process")
-        return self._sender.send(envelope.get("subdomain") or "os", _data(envelope))
+        return self._sender.send(envelope.get("subdomain") or "os", envelope_data(envelope))
 
     def collect_items(self, envelope: dict[str, Any]) -> dict[str, Any]:
         """core's activity log: wrapped twice (``{status, data}`` inside the reply's data), as core reads it."""
         return collect_items(self._storage, envelope, url_prefix=self._url_prefix)
 
     def listen(self, envelope: dict[str, Any]) -> None:
-        data = _data(envelope)
+        data = envelope_data(envelope)
         object_id = data.get("_id")
         if not isinstance(object_id, str) or not object_id:
             raise RequestError("_id is required")
         doc = self._storage.get_integration_by_id(object_id)
         if doc is None:
             raise RequestError(f"Integration {object_id} not found.")
-        self._ask(self._supervisor.ensure_listening(doc["inboxId"], _tenant()))
+        self._ask(self._supervisor.ensure_listening(doc["inboxId"], tenant()))
 
     def _follow_host(self, inbox_id: str, stored: dict[str, Any] | None, details: dict[str, Any]) -> dict[str, Any]:
         """``details`` checked by :func:`kinds.imap.credentials.follow_host` (RequestError when a stored password would
@@ -168,21 +168,3 @@ def public_details(doc: dict[str, Any]) -> dict[str, Any]:
     out["error"] = doc.get("error")
     return out
 
-
-def _tenant() -> str:
-    """The tenant the running procedure is bound to (``os`` in single-tenant mode)."""
-    return current() or "os"
-
-
-def _data(envelope: Any) -> dict[str, Any]:
-    data = envelope.get("data") if isinstance(envelope, dict) else None
-    if not isinstance(data, dict):
-        raise RequestError("data must be an object")
-    return data
-
-
-def _inbox_id(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise RequestError(f"{key} is required")
-    return value.strip()

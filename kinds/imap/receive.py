@@ -1,6 +1,7 @@
 """``POST /receive?integrationId=<inboxId>``: a mail gateway pushes a raw RFC 822 mail (the seed guide's receive
 webhook). 401 for a missing/bad signature, 413 past the size limit, 400 for a body that is not a mail, 404 for an
-unknown integration or (``VERSION=saas``) an organisation the runtime does not know (nothing is opened for it); 200 with ``{messageId, conversationId, duplicate}`` once stored. Work runs off the IOLoop.
+unknown integration or (``VERSION=saas``) an organisation the runtime does not know (nothing is opened for it);
+200 with ``{messageId, conversationId, duplicate}`` once stored. Work runs off the IOLoop.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import tornado.web
 from kinds.imap.push import verify
 from runtime.errors import MailParseError, MailRejected, RequestError, RuntimeFault
 from runtime.tenants import UnknownTenant, bind_request
+from web.replies import fail_json
 
 __all__ = ["routes"]
 
@@ -30,37 +32,32 @@ class ReceiveHandler(tornado.web.RequestHandler):
     async def post(self) -> None:
         inbox_id = self.get_query_argument("integrationId", "") or self.request.headers.get("X-Integration-Id", "")
         if not inbox_id:
-            return self.fail(400, "integrationId is required")
+            return fail_json(self, 400, "integrationId is required")
         body = self.request.body
         try:
             subdomain = bind_request(self.tenants, self.request.headers)
         except RequestError as exc:
-            return self.fail(400, str(exc))
+            return fail_json(self, 400, str(exc))
         if self.tenants is not None:
             try:
                 await asyncio.to_thread(self.tenants.require_known, subdomain)
             except UnknownTenant as exc:
-                return self.fail(404, str(exc))
+                return fail_json(self, 404, str(exc))
         doc = await asyncio.to_thread(self.storage.get_integration, inbox_id)
         if doc is None:
-            return self.fail(404, f"integration {inbox_id} not found")
+            return fail_json(self, 404, f"integration {inbox_id} not found")
         if not verify(doc.get("webhookSecret"), body, self.request.headers.get(SIGNATURE_HEADER)):
-            return self.fail(401, f"missing or bad {SIGNATURE_HEADER}")
+            return fail_json(self, 401, f"missing or bad {SIGNATURE_HEADER}")
         try:
             result = await asyncio.to_thread(self.push.ingest, inbox_id, body, subdomain)
         except MailParseError as exc:
-            return self.fail(400, f"the body is not a mail: {exc}")
+            return fail_json(self, 400, f"the body is not a mail: {exc}")
         except MailRejected as exc:
-            return self.fail(400, str(exc))
+            return fail_json(self, 400, str(exc))
         except RuntimeFault as exc:
-            return self.fail(503, str(exc))
+            return fail_json(self, 503, str(exc))
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(result))
-
-    def fail(self, status: int, reason: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": reason}))
 
 
 def routes(*, storage: Any, push: Any, tenants: Any = None) -> list[Any]:

@@ -10,103 +10,33 @@ mail (:mod:`runtime.mail.build`), submits it (:mod:`kinds.imap.smtp`) and, after
    of ours only when no mailbox holds one); a failure there is logged, the send still succeeded;
 4. ``shouldResolve``/``shouldOpen`` change the conversation's status.
 
-Everything that can be checked is checked before anything is sent: the arguments, the integration and its SMTP
-settings, that ``from`` is the integration's address or one of its ``aliases``, the replied message, the
-attachments (decoded, or fetched through the outbound fence, :mod:`runtime.fence`, within the size limit). A failed
-send raises (the SMTP server's reason in the message, never the password) and leaves nothing behind.
+Everything that can be checked is checked before anything is sent: the arguments (:mod:`kinds.imap.send_request`),
+the integration and its SMTP settings, that ``from`` is the integration's address or one of its ``aliases``, the
+replied message, the attachments (:mod:`kinds.imap.send_attachments`: decoded, or fetched through the outbound fence,
+within the size limit). A failed send raises (the SMTP server's reason in the message, never the password) and
+leaves nothing behind.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import mimetypes
-import re
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import pykka
 
 from kinds.imap import smtp
 from kinds.imap.connection import ImapSettings, appended_uid, connect
-from runtime.errors import MailboxError, OutboundTooLarge, RequestError
+from kinds.imap.send_attachments import DEFAULT_MAX_ATTACHMENT_BYTES, AttachmentLoader
+from kinds.imap.send_request import SendRequest, check_sender
+from runtime.arguments import tenant
+from runtime.errors import MailboxError, RequestError
 from runtime.fence import Fence
-from runtime.mail.build import (
-    Attachment,
-    Outgoing,
-    build,
-    normalize_message_id,
-    parse_addresses,
-    reply_subject,
-    thread_references,
-)
+from runtime.mail.build import Outgoing, build, normalize_message_id, reply_subject, thread_references
 from runtime.mail.parse import parse_mail
 from runtime.storage import DONE, utcnow
-from runtime.tenants import current
 
-__all__ = ["DEFAULT_MAX_ATTACHMENT_BYTES", "MailSender", "appended_uid"]
+__all__ = ["DEFAULT_MAX_ATTACHMENT_BYTES", "MailSender"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class _Request:
-    """The ``imapSendMail`` arguments, checked."""
-
-    integration_id: str | None
-    conversation_id: str | None
-    customer_id: str | None
-    sender: tuple[str, str] | None
-    to: list[tuple[str, str]]
-    cc: list[tuple[str, str]]
-    bcc: list[tuple[str, str]]
-    reply_to: list[tuple[str, str]]
-    subject: str
-    body: str
-    reply_ids: list[tuple[str, str]]    # (argument name, value) of the replied message, most explicit first
-    references: list[str]
-    attachments: list[Any]
-    should_resolve: bool
-    should_open: bool
-
-    @classmethod
-    def parse(cls, args: Any) -> _Request:
-        if not isinstance(args, dict):
-            raise RequestError("the send arguments must be an object")
-        subject = args.get("subject")
-        if not isinstance(subject, str):
-            raise RequestError("subject is required")
-        body = args.get("body")
-        if body is not None and not isinstance(body, str):
-            raise RequestError("body must be text (HTML)")
-        senders = parse_addresses(args.get("from") or None, "from")
-        to = parse_addresses(args.get("to"), "to")
-        if not to:
-            raise RequestError("to must name at least one recipient")
-        references = args.get("references") or []
-        if isinstance(references, str):
-            references = references.split()
-        if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
-            raise RequestError("references must be a list of Message-IDs")
-        if any(_CONTROL.search(r) for r in references):
-            raise RequestError("references must not contain control characters")
-        reply_ids = [(k, v) for k in ("replyToMessageId", "inReplyTo", "headerId") if (v := _text(args, k))]
-        for key, value in reply_ids:
-            if _CONTROL.search(value):  # refused at the door: nothing with one reaches a header or a query
-                raise RequestError(f"{key} must not contain control characters")
-        attachments = args.get("attachments") or []
-        if not isinstance(attachments, list):
-            raise RequestError("attachments must be a list")
-        return cls(
-            integration_id=_text(args, "integrationId"), conversation_id=_text(args, "conversationId"),
-            customer_id=_text(args, "customerId"), sender=senders[0] if senders else None, to=to,
-            cc=parse_addresses(args.get("cc"), "cc"), bcc=parse_addresses(args.get("bcc"), "bcc"),
-            reply_to=parse_addresses(args.get("replyTo"), "replyTo"), subject=subject, body=body or "",
-            reply_ids=reply_ids,
-            references=references, attachments=attachments, should_resolve=bool(args.get("shouldResolve")),
-            should_open=bool(args.get("shouldOpen")))
 
 
 class MailSender:
@@ -121,13 +51,13 @@ class MailSender:
         self._supervisor = supervisor
         self._config = config
         self._imap_factory = imap_factory
-        self._max_bytes = max_attachment_bytes
         self._timeout = float(timeout if timeout is not None else config.imap_timeout_seconds)
         self._smtp_send = smtp_send
-        self._fence = fence or Fence.from_config(config)
+        self._attachments = AttachmentLoader(fence=fence or Fence.from_config(config), timeout=self._timeout,
+                                             max_bytes=max_attachment_bytes)
 
     def send(self, subdomain: str, args: dict[str, Any]) -> dict[str, Any]:
-        request = _Request.parse(args)
+        request = SendRequest.parse(args)
         integration = self._integration(request)
         inbox_id = integration["inboxId"]
         settings = smtp.SmtpSettings.from_integration(integration, self._timeout, storage=self._storage)
@@ -138,12 +68,13 @@ class MailSender:
         sender = request.sender or ("", own)
         if "@" not in sender[1]:
             raise RequestError(f"integration {inbox_id} has no sender address (user {own!r}): give from")
-        _check_sender(sender[1], own, integration.get("aliases"), inbox_id)
+        check_sender(sender[1], own, integration.get("aliases"), inbox_id)
         built = build(Outgoing(
             sender=sender, to=request.to, cc=request.cc, bcc=request.bcc, reply_to=request.reply_to,
             subject=reply_subject(request.subject) if reply_id else request.subject, html=request.body,
             runtime_id=inbox_id, in_reply_to=reply_id, references=references,
-            attachments=self._attachments(request.attachments, subdomain), envelope_from=own if "@" in own else None))
+            attachments=self._attachments.load(request.attachments, subdomain),
+            envelope_from=own if "@" in own else None))
 
         try:
             result = self._smtp_send(settings, sender=built.envelope_from, recipients=built.recipients,
@@ -170,12 +101,10 @@ class MailSender:
         return {"info": info, "conversationId": conversation_id}
 
     # -- before sending -------------------------------------------------------------------------------------------
-    def _integration(self, request: _Request) -> dict[str, Any]:
+    def _integration(self, request: SendRequest) -> dict[str, Any]:
         if request.sender:
             address = request.sender[1].strip()
-            doc = self._storage.find_integration({"user": address}) or next(
-                (d for d in self._storage.list_integrations()
-                 if str(d.get("user") or "").strip().lower() == address.lower()), None)
+            doc = self._storage.integration_of_user(address)
             if doc is not None:
                 return doc
         if request.integration_id:
@@ -183,14 +112,14 @@ class MailSender:
             if doc is not None:
                 return doc
         if request.sender:  # one of an integration's aliases (the check of from then lets it through)
-            doc = self._storage.find_integration({"aliases": request.sender[1].strip().lower()})
+            doc = self._storage.integration_of_alias(request.sender[1].strip().lower())
             if doc is not None:
                 return doc
         wanted = " or ".join(filter(None, [request.sender and f"from {request.sender[1]}",
                                            request.integration_id and f"integrationId {request.integration_id}"]))
         raise RequestError(f"no IMAP integration found for {wanted or 'the mail (give from or integrationId)'}")
 
-    def _replied_message(self, inbox_id: str, request: _Request) -> tuple[dict[str, Any] | None, str | None]:
+    def _replied_message(self, inbox_id: str, request: SendRequest) -> tuple[dict[str, Any] | None, str | None]:
         """The stored message being answered (given as an imap_messages _id or a Message-ID) and its Message-ID."""
         for name, value in request.reply_ids:
             doc = self._storage.message_by_id(value, inbox_id)
@@ -203,61 +132,8 @@ class MailSender:
                 raise RequestError(f"{name} {value!r} is neither a Message-ID nor a message of this integration")
         return None, None
 
-    def _attachments(self, items: list[Any], subdomain: str) -> list[Attachment]:
-        """Decode or fetch every attachment, stopping as soon as they pass the size limit (before any sending)."""
-        out: list[Attachment] = []
-        budget = self._max_bytes
-        for index, item in enumerate(items, 1):
-            if not isinstance(item, dict):
-                raise RequestError(f"attachment {index} must be an object {{filename, mimeType, url or data}}")
-            filename = str(item.get("filename") or item.get("name") or f"attachment-{index}")
-            mime_type = _mime_type(item, filename)
-            if item.get("data") not in (None, ""):
-                data = self._decode(item["data"], filename, budget)
-            elif item.get("url"):
-                data = self._fetch(item["url"], filename, budget, subdomain)
-            else:
-                raise RequestError(f"attachment {filename!r} has neither data (base64) nor url")
-            budget -= len(data)
-            out.append(Attachment(filename=filename, mime_type=mime_type, data=data))
-        return out
-
-    def _too_big(self, filename: str) -> RequestError:
-        return RequestError(f"the attachments are larger than the limit of {_megabytes(self._max_bytes)} per mail "
-                            f"(passed at {filename!r}): nothing was sent")
-
-    def _decode(self, data: Any, filename: str, budget: int) -> bytes:
-        if not isinstance(data, str):
-            raise RequestError(f"attachment {filename!r}: data must be base64 text")
-        if data.startswith("data:") and "," in data:  # a data: URL
-            data = data.split(",", 1)[1]
-        compact = "".join(data.split())
-        if len(compact) // 4 * 3 - compact[-2:].count("=") > budget:
-            raise self._too_big(filename)
-        try:
-            decoded = base64.b64decode(compact, validate=True)
-        except (binascii.Error, ValueError):
-            raise RequestError(f"attachment {filename!r}: data is not valid base64") from None
-        if len(decoded) > budget:
-            raise self._too_big(filename)
-        return decoded
-
-    def _fetch(self, url: Any, filename: str, budget: int, subdomain: str) -> bytes:
-        """GET an http(s) URL through the outbound fence: an allowed prefix or public addresses only, every redirect
-        checked, one deadline for all of it, streamed against the size limit; never a file path."""
-        try:
-            response = self._fence.fetch(url, timeout=4 * self._timeout, max_bytes=budget, subdomain=subdomain)
-        except OutboundTooLarge:
-            raise self._too_big(filename) from None
-        except RequestError as exc:  # the fence's texts never show the query: it may carry a signed key
-            raise RequestError(f"attachment {filename!r}: {exc}") from None
-        if response.status != 200:
-            raise RequestError(f"attachment {filename!r}: {response.url} answered {response.status} "
-                               f"{response.reason}")
-        return response.body
-
     # -- after sending (nothing raises) -----------------------------------------------------------------------------
-    def _thread(self, subdomain: str, inbox_id: str, request: _Request, parent: dict[str, Any] | None,
+    def _thread(self, subdomain: str, inbox_id: str, request: SendRequest, parent: dict[str, Any] | None,
                 message_id: str) -> tuple[str | None, str | None]:
         """The conversation and customer of the sent mail; a mail that starts a thread creates them."""
         conversation_id = request.conversation_id or (parent or {}).get("inboxConversationId") or None
@@ -290,7 +166,7 @@ class MailSender:
             found = self._erxes.create_customer(subdomain, inbox_id, email, first, last)
         return str(self._storage.save_customer(inbox_id, email, str(found["_id"]), first, last)["contactsId"])
 
-    def _store(self, inbox_id: str, request: _Request, built: Any, conversation_id: str | None,
+    def _store(self, inbox_id: str, request: SendRequest, built: Any, conversation_id: str | None,
                customer_id: str | None, reply_id: str | None, references: list[str]) -> dict[str, Any] | None:
         mail = parse_mail(built.raw)  # the same {name, address} lists and attachment metadata as INBOX documents
         now = utcnow()
@@ -352,7 +228,7 @@ class MailSender:
                 logger.warning("Integration %s: could not record where the sent mail is filed: %s", inbox_id, exc)
 
     def _running_mailbox(self, inbox_id: str, wait: float) -> Any:
-        found = self._supervisor.mailbox(inbox_id, current() or "os")
+        found = self._supervisor.mailbox(inbox_id, tenant())
         return found.get(timeout=wait) if isinstance(found, pykka.Future) else found
 
     def _append_with_own_session(self, integration: dict[str, Any], raw: bytes) -> tuple[str, int | None]:
@@ -366,7 +242,7 @@ class MailSender:
             except Exception:  # noqa: BLE001 - closing a short session
                 pass
 
-    def _change_status(self, subdomain: str, inbox_id: str, conversation_id: str | None, request: _Request) -> None:
+    def _change_status(self, subdomain: str, inbox_id: str, conversation_id: str | None, request: SendRequest) -> None:
         for wanted, status in ((request.should_resolve, "closed"), (request.should_open, "new")):
             if not wanted:
                 continue
@@ -381,36 +257,3 @@ class MailSender:
                                conversation_id, status, exc)
                 self._storage.log("error", f"changing conversation {conversation_id} to {status} failed: {exc}",
                                   inbox_id=inbox_id)
-
-
-def _check_sender(address: str, own: str, aliases: Any, inbox_id: str) -> None:
-    """``from`` must be the integration's own address (``user``) or one of its ``aliases``: anything else would
-    let any logged-in user send as anyone through the company's mail server."""
-    allowed = {own.lower(), *(str(a).lower() for a in (aliases if isinstance(aliases, list) else []))}
-    if address.strip().lower() not in allowed:
-        raise RequestError(f"from {address} is neither the address of integration {inbox_id} ({own}) nor one of "
-                           f"its aliases (doc.data.aliases): nothing was sent")
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0/C1 controls and DEL: never in a Message-ID
-
-
-def _text(args: dict[str, Any], key: str) -> str | None:
-    value = args.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise RequestError(f"{key} must be text")
-    return value.strip() or None
-
-
-def _mime_type(item: dict[str, Any], filename: str) -> str:
-    for key in ("mimeType", "contentType", "type"):
-        value = item.get(key)
-        if isinstance(value, str) and "/" in value:
-            return value.strip()
-    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / (1024 * 1024):g} MB" if size >= 1024 * 1024 else f"{size} bytes"

@@ -18,7 +18,8 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from kinds.imap.oauth import Tokens, oauth_tokens, xoauth2
+from kinds.imap.oauth import xoauth2
+from kinds.imap.oauth_refresh import Tokens, oauth_tokens
 from runtime.errors import AuthenticationFailed, MailboxError, RequestError
 from runtime.hosts import tls_context
 

@@ -1,4 +1,5 @@
-"""A linear HTML tokenizer for the quote split (``runtime.mail.quoting``): offsets of tags, text and comments, nothing else.
+"""A linear HTML tokenizer for the quote split (``runtime.mail.quoting``): offsets of tags, text and comments,
+nothing else.
 
 The standard library's :class:`html.parser.HTMLParser` is quadratic on unclosed constructs in the Python we run
 (``"<a b='" * 20000``, 120 KB, takes 30 s; ``"<!--" * 20000`` 2.7 s) and raises ``AssertionError`` on ``"<!["``

@@ -18,7 +18,6 @@ from actors.router import start_pipeline
 from runtime.pipeline import Incoming
 from runtime.errors import RpcError
 from runtime.mail.parse import parse_mail
-from runtime.pipeline import pick_thread
 from runtime.storage import DONE
 from tests.conftest import make_mail
 
@@ -47,9 +46,6 @@ class MemoryStorage:
         self.calls.append("thread_candidates")
         return [dict(d) for d in self.messages.values() if d.get("inboxConversationId") and (
             d["messageId"] in ids or set(ids) & set(d["references"]))]
-
-    def find_thread_conversation(self, inbox_id: str, ids: list[str]) -> str | None:
-        return pick_thread(self.thread_candidates(inbox_id, ids), ids)
 
     def record_intents(self, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         self.calls.append("record_intents")

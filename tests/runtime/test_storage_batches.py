@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from runtime.pipeline import Incoming
+from runtime.pipeline import Incoming, pick_thread
 from runtime.mail.parse import parse_mail
 from runtime.errors import StorageError
 from runtime.storage import DONE, PENDING, STORED
@@ -46,8 +46,10 @@ def test_store_messages_keeps_order_and_returns_the_earlier_document_of_a_duplic
     assert storage.find_messages("other-inbox", ["<a>"]) == {}
     # by its own id, and by a sibling sharing an ancestor
     assert {d["messageId"] for d in storage.thread_candidates("inbox-1", ["<a>"])} == {"<a>", "<b>"}
-    assert storage.find_thread_conversation("inbox-1", ["<a>"]) == "conv-a"
-    assert storage.find_thread_conversation("inbox-1", ["<nothing>"]) is None
+    # the product's thread lookup: the batch's candidates, then each mail's pick among them
+    assert pick_thread(storage.thread_candidates("inbox-1", ["<a>"]), ["<a>"]) == "conv-a"
+    assert storage.thread_candidates("inbox-1", ["<nothing>"]) == []
+    assert pick_thread(storage.thread_candidates("inbox-1", ["<nothing>"]), ["<nothing>"]) is None
 
 
 class Erxes:

@@ -11,9 +11,9 @@ saved) runs after them, so it does not compete with their writes.
 A conversation actor serves one lane (``actors/router.py``): the mails of one thread pass one lane in order, so two
 mails of one new thread create one conversation. It takes every mail waiting in its backlog at once and writes
 them together: one lookup of the known messages (and of their intents), one of the threads, one ``insert_many`` of
-the new intents, then the inbox calls one by one (a reply whose parent is in the same batch gets the parent's conversation), one
-``insert_many`` of the messages, then the announcements one by one, each mail's intent deleted as soon as its
-announcement is confirmed (so a crash repeats at most one announcement per lane, not a batch).
+the new intents, then the inbox calls one by one (a reply whose parent is in the same batch gets the parent's
+conversation), one ``insert_many`` of the messages, then the announcements one by one, each mail's intent deleted
+as soon as its announcement is confirmed (so a crash repeats at most one announcement per lane, not a batch).
 """
 from __future__ import annotations
 

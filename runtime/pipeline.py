@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Backlog", "InFlight", "Incoming", "Later", "Stripes", "ThreadMap", "grouped", "lane_of", "pick_thread", "thread_ids",
-           "thread_root", "unique_rounds"]
+__all__ = ["Backlog", "InFlight", "Incoming", "Later", "Stripes", "ThreadMap", "grouped", "lane_of", "pick_thread",
+           "thread_ids", "thread_root", "unique_rounds"]
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ class ThreadMap:
 
 def pick_thread(found: Iterable[dict[str, Any]], ids: Iterable[str]) -> str | None:
     """Among stored ``found`` messages, the conversation of the earliest one that is one of ``ids`` or shares one
-    of them as a reference (``Storage.find_thread_conversation``'s rule, for one mail of a batch)."""
+    of them as a reference (for one mail of a batch; ``Storage.thread_candidates`` finds them for a whole batch)."""
     wanted = set(ids)
     matches = [doc for doc in found if doc.get("inboxConversationId") and (
         doc.get("messageId") in wanted or wanted.intersection(doc.get("references") or ()))]

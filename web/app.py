@@ -33,8 +33,6 @@ class WebDeps:
     probe: Probe | None = None  # the checks behind /ready and /metrics
     storage: Any = None  # runtime.storage.Storage
     supervisor: Any = None  # the SupervisorActor's proxy (mailbox sessions for attachments)
-    sender: Any = None  # kinds.imap.sending.MailSender
-    push: Any = None  # kinds.imap.push.PushIngest, behind POST /receive
     tenants: Any = None  # runtime.tenants.Tenants: a request's tenant comes from its hostname header
     ownership: Any = None  # runtime.leases.Leases or SoleOwner: who holds each mailbox (the console shows it)
     # The kinds' parts (runtime/kinds.py Registry): route builders ``(patterns, build(deps, config))`` (None: no
@@ -43,7 +41,9 @@ class WebDeps:
     routes: Sequence[tuple[Sequence[str], Callable[[Any, Any], list[Any]]]] | None = None
     schema: Any = None
     kind_rpc: Mapping[str, Mapping[str, tuple[str, Callable[[dict[str, Any]], Any]]]] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)  # what kinds handed their route builders (Services.extra)
+    # What the kinds handed over (Services.extra, each key named by its kind: the IMAP kind's ``imap_sender`` and
+    # ``imap_push``): their route builders read it, and the GraphQL context carries it (web/graphql.py).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class HealthHandler(tornado.web.RequestHandler):

@@ -69,7 +69,7 @@ class ImapKind(Kind):
                                       subdomain=subdomain)
 
         registry.add_listener(start_mailbox, integrations=storage)
-        # what the web layer's IMAP parts read (web/app.py WebDeps)
-        services.extra["sender"] = sender
+        # what the kind's own routes and GraphQL fields read (web/app.py WebDeps.extra, the GraphQL context)
+        services.extra["imap_sender"] = sender
         services.extra["imap_console"] = ConsoleSupport()
-        services.extra["push"] = PushIngest(storage=storage, pipeline=pipeline, timeout=config.rpc_timeout * 2)
+        services.extra["imap_push"] = PushIngest(storage=storage, pipeline=pipeline, timeout=config.rpc_timeout * 2)

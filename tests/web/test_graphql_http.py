@@ -79,7 +79,7 @@ class Served:
 def served(runtime: Runtime) -> Iterator[Served]:
     """Our routes on a Tornado app of their own, on a free port, run by the project's WebActor (IOLoop thread)."""
     sender = FakeSender()
-    deps = SimpleNamespace(storage=runtime.storage, supervisor=runtime.supervisor, sender=sender, subdomain="os",
+    deps = SimpleNamespace(storage=runtime.storage, supervisor=runtime.supervisor, extra={"imap_sender": sender}, subdomain="os",
                            ask_timeout=10.0, schema=imap_schema)
     app = tornado.web.Application([*graphql.routes(deps), *attachments.routes(deps)])
     ref = WebActor.start(app, port=0, host="127.0.0.1")

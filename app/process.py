@@ -141,7 +141,7 @@ class Runtime:
         app = make_app(self.config, deps=WebDeps(
             ready=lambda: self.ready, rpc=base_rpc, tenants=self.tenants,
             rpc_executor=self._rpc_executor, probe=self._probe, storage=self.storage, supervisor=self.supervisor,
-            sender=services.extra.get("sender"), ownership=self.ownership, push=services.extra.get("push"),
+            ownership=self.ownership,
             routes=self.kinds.route_builders(), schema=build_schema(queries, mutations), kind_rpc=kind_rpc,
             extra=services.extra))
         web = self._spawn(WebActor.start(app, port=self.config.port, host=self.config.bind_address))

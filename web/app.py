@@ -2,14 +2,16 @@
 
 Routes: ``GET /health`` (erxes-compatible ``ok`` once the runtime serves, 503 before), ``POST /rpc/<procedure>``
 (:mod:`web.rpc`), ``GET /ready`` and ``GET /metrics`` (:mod:`web.ops`), ``POST/GET /graphql`` (:mod:`web.graphql`),
-the web console at ``/`` and ``/console/...`` (:mod:`web.console`), and each kind's own routes (the IMAP kind's
-``/receive``, ``/read-mail-attachment`` and ``/login``: kinds/imap/web.py).
+the web console's shell at ``/console/...`` (:mod:`web.console`: sign-in, live stream, health), and each kind's own
+routes (the IMAP kind's ``/receive``, ``/read-mail-attachment`` and ``/login``: kinds/imap/web.py; its console pages,
+``/`` among them: kinds/imap/console).
 Every route's request body is limited (:mod:`web.limits`): ``max_mail_bytes`` for ``/receive``,
 ``max_request_bytes`` for the others; ``/rpc`` callers are checked by :class:`web.rpc.RpcAccess`.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -33,8 +35,6 @@ class WebDeps:
     probe: Probe | None = None  # the checks behind /ready and /metrics
     storage: Any = None  # runtime.storage.Storage
     supervisor: Any = None  # the SupervisorActor's proxy (mailbox sessions for attachments)
-    sender: Any = None  # kinds.imap.sending.MailSender
-    push: Any = None  # kinds.imap.push.PushIngest, behind POST /receive
     tenants: Any = None  # runtime.tenants.Tenants: a request's tenant comes from its hostname header
     ownership: Any = None  # runtime.leases.Leases or SoleOwner: who holds each mailbox (the console shows it)
     # The kinds' parts (runtime/kinds.py Registry): route builders ``(patterns, build(deps, config))`` (None: no
@@ -43,7 +43,12 @@ class WebDeps:
     routes: Sequence[tuple[Sequence[str], Callable[[Any, Any], list[Any]]]] | None = None
     schema: Any = None
     kind_rpc: Mapping[str, Mapping[str, tuple[str, Callable[[dict[str, Any]], Any]]]] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)  # what kinds handed their route builders (Services.extra)
+    # What the kinds handed over (Services.extra, each key named by its kind: the IMAP kind's ``imap_sender`` and
+    # ``imap_push``): their route builders read it, and the GraphQL context carries it (web/graphql.py).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    # The console's shell (web.console.base.Console) that make_app builds and hands the kinds' route builders, so
+    # that a kind's console pages share its sign-in (None: the console is off; given: that one is used).
+    console: Any = None
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -65,6 +70,8 @@ def make_app(config: Any, *, deps: WebDeps) -> tornado.web.Application:
                                   "/receive": (getattr(config, "max_mail_bytes", max_request), json_refusal),
                                   **{f"{prefix}/rpc/": (max_request, envelope_refusal) for prefix in deps.kind_rpc}})
     access = RpcAccess(getattr(config, "rpc_allowed_networks", PRIVATE_NETWORKS), getattr(config, "rpc_token", ""))
+    if deps.console is None:
+        deps = dataclasses.replace(deps, console=console.make_console(deps, config))
     kind_routes: list[Any] = []
     for patterns, build in (deps.routes or []):
         built = build(deps, config)
@@ -81,5 +88,6 @@ def make_app(config: Any, *, deps: WebDeps) -> tornado.web.Application:
         *(graphql.routes(deps, attachment_url_prefix=getattr(config, "attachment_url_prefix", ""), config=config)
           if deps.storage is not None else []),
         *kind_routes,
-        *console.routes(deps, config),  # GET / and /console/...: web/console (its own sign-in and CSRF tokens)
+        # /console/...: web/console's shell (its own sign-in and CSRF tokens); GET / unless a kind's page claims it
+        *console.routes(deps.console, claimed=[rule[0] for rule in kind_routes]),
     ], limits=limits, server_limits=ServerLimits.from_config(config), debug=False)

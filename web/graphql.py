@@ -269,9 +269,10 @@ def _unexpected(exc: BaseException) -> bool:
 
 
 def routes(deps: Any, *, attachment_url_prefix: str = "", config: Any = None) -> list[tuple[Any, ...]]:
-    """``/graphql`` and GraphiQL's bundled assets. ``deps`` carries ``storage``, ``sender`` and optionally
-    ``tenants`` (the request's tenant comes from its ``hostname`` header); ``config`` the document limits."""
-    context = {"storage": deps.storage, "sender": deps.sender, "tenants": getattr(deps, "tenants", None),
+    """``/graphql`` and GraphiQL's bundled assets. ``deps`` carries ``storage``, optionally ``tenants`` (the
+    request's tenant comes from its ``hostname`` header) and ``extra`` (what the kinds handed over, in the context
+    beside ours; ours win a clash); ``config`` the document limits."""
+    context = {**getattr(deps, "extra", {}), "storage": deps.storage, "tenants": getattr(deps, "tenants", None),
                "attachment_url_prefix": attachment_url_prefix}
     return [
         (r"/graphql", GraphQLHandler, {"schema": getattr(deps, "schema", None) or default_schema, "context": context,

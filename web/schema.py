@@ -5,8 +5,8 @@ Federation subgraph with ``_service``.
 
 Resolvers take their collaborators from ``info.context`` (web/graphql.py builds it): ``user``, the logged-in user
 (``web.auth``; every field but ``_service`` requires one), ``storage``, ``subdomain`` (default ``"os"``), and what
-the kinds handed over (``Services.extra``, e.g. the IMAP kind's ``sender``). They block (MongoDB, SMTP), so the
-HTTP handler runs ``schema.execute`` off the IOLoop.
+the kinds handed over (``Services.extra``, under keys their kind names, e.g. the IMAP kind's ``imap_sender``).
+They block (MongoDB, SMTP), so the HTTP handler runs ``schema.execute`` off the IOLoop.
 ``auto_camelcase`` is off: field and argument names are erxes's, verbatim.
 """
 from __future__ import annotations

@@ -13,8 +13,10 @@ Its whole behaviour lives in this package; the mail logic it shares with any oth
 - routes ``/receive`` (``receive.py``, ``push.py``), ``/read-mail-attachment`` (``attachments.py``), ``/login``
   (``login.py``), gathered in ``web.py``;
 - GraphQL ``imapConversationDetail``, ``imapGetIntegrations``, ``imapLogs``, ``imapSendMail`` (``graphql.py``);
-- what the web console and ``imap-runtime check`` ask of it (``console.py``, ``check.py``), and the newcomer's demo
-  (``demo.py``, ``python -m kinds.imap.demo``).
+- its pages in the web console: the mailboxes at ``/`` and the conversations (``console/``), in the shell of
+  web/console;
+- what ``imap-runtime check`` asks of it (``check.py``), and the newcomer's demo (``demo.py``,
+  ``python -m kinds.imap.demo``).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import Any
 from kinds.imap.actor import MailboxActor
 from kinds.imap.check import mailbox_logins
 from kinds.imap.connection import connect
-from kinds.imap.console import ConsoleSupport
+from kinds.imap.console import CONSOLE_PATTERNS, console_routes
 from kinds.imap.graphql import imap_mutation_fields, imap_query_fields
 from kinds.imap.procedures import ImapProcedures
 from kinds.imap.push import PushIngest
@@ -58,6 +60,7 @@ class ImapKind(Kind):
         for name, handler in procedures.plain_procedures().items():
             registry.add_procedure(name, handler, plain=True)
         registry.add_routes(IMAP_PATTERNS, imap_routes)
+        registry.add_routes(CONSOLE_PATTERNS, console_routes)  # its console pages (kinds/imap/console)
         for name, graphene_field in imap_query_fields().items():
             registry.add_query(name, graphene_field)
         for name, graphene_field in imap_mutation_fields().items():
@@ -71,7 +74,6 @@ class ImapKind(Kind):
                                       subdomain=subdomain)
 
         registry.add_listener(start_mailbox, integrations=storage)
-        # what the web layer's IMAP parts read (web/app.py WebDeps)
-        services.extra["sender"] = sender
-        services.extra["imap_console"] = ConsoleSupport()
-        services.extra["push"] = PushIngest(storage=storage, pipeline=pipeline, timeout=config.rpc_timeout * 2)
+        # what the kind's own routes and GraphQL fields read (web/app.py WebDeps.extra, the GraphQL context)
+        services.extra["imap_sender"] = sender
+        services.extra["imap_push"] = PushIngest(storage=storage, pipeline=pipeline, timeout=config.rpc_timeout * 2)

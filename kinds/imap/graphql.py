@@ -1,8 +1,9 @@
 """The IMAP kind's GraphQL fields (contract section 6): ``imapConversationDetail``, ``imapGetIntegrations``,
 ``imapLogs`` and ``imapSendMail``, composed into the subgraph by web/schema.py ``build_schema``.
 
-Their resolvers read ``info.context``: ``storage``, ``sender`` (an object with ``send(subdomain, args) ->
-{"info": {...}}``, :class:`kinds.imap.sending.MailSender`), ``attachment_url_prefix`` and ``subdomain``."""
+Their resolvers read ``info.context``: ``storage``, ``imap_sender`` (an object with ``send(subdomain, args) ->
+{"info": {...}}``, :class:`kinds.imap.sending.MailSender`, which the kind hands over as ``Services.extra``),
+``attachment_url_prefix`` and ``subdomain``."""
 from __future__ import annotations
 
 import functools
@@ -93,7 +94,7 @@ def resolve_logs(root: Any, info: Any, integrationId: str | None = None) -> list
 
 @login_required
 def resolve_send_mail(root: Any, info: Any, **args: Any) -> Any:
-    return info.context["sender"].send(info.context.get("subdomain") or "os", args)
+    return info.context["imap_sender"].send(info.context.get("subdomain") or "os", args)
 
 
 def imap_query_fields() -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The console in a real browser (issue 16's done-when): headless Chromium against an in-process runtime, the test
 Dovecot and a local HTTP listener that hostile mail tries to call.
 
-- sign in; add a Dovecot mailbox through the add-integration form; a mail appended over IMAP is listed within
-  5 s without a reload; open it; reply; the reply arrives in the sender's Dovecot mailbox;
+- sign in; add a Dovecot mailbox through the add-integration form; the health page's gauge counts it healthy; a mail
+  appended over IMAP is listed within 5 s without a reload; open it; reply; the reply arrives in the sender's
+  Dovecot mailbox;
 - a mail full of hostile HTML (and a hostile subject and sender name) runs no script: the top page's global is
   untouched and the listener saw nothing (a control request at the end proves the listener works);
 - a wrong password is refused, then rate-limited; a form post without its CSRF token is refused.
@@ -143,6 +144,13 @@ def test_sign_in_add_a_mailbox_see_mail_live_open_it_and_reply(page, console, ma
     page.get(page.base + "/")
     wait(page, 15).until(EC.presence_of_element_located(
         (By.CSS_SELECTOR, '[data-testid="integration-row"][data-state="idle"]')))  # live: no reload
+
+    page.get(page.base + "/console/health")  # the gauge: the same counts as /ready's mailboxHealth
+    wait(page).until(EC.presence_of_element_located((By.CSS_SELECTOR, '[data-testid="health-gauge"][data-total="1"]'
+                                                                      '[data-healthy="1"][data-unhealthy="0"]')))
+    wait(page).until(EC.presence_of_element_located(  # it follows the live stream (re-fetched once it is open)
+        (By.CSS_SELECTOR, 'body[data-stream="open"]')))
+    assert [a.text for a in page.find_elements(By.CSS_SELECTOR, "nav a")] == ["Mailboxes", "Conversations", "Health"]
 
     page.get(page.base + "/console/conversations")
     page.execute_script("window.__notReloaded = true")

@@ -329,3 +329,42 @@ def test_conversations_search_status_sandboxed_body_and_attachment(console, mail
     assert status == 302
     assert console.storage.db["standalone_conversations"].find_one({"_id": conversation_id})["status"] == "closed"
     assert 'data-status="closed"' in browser.request("/console/conversations?fragment=rows")[2]
+
+
+def test_the_health_page_gauges_mailboxes_by_health_and_without_a_kind_s_pages_home_is_health(
+        services, mongo_url, storage, db):
+    """Issue 15: the health page's gauge counts healthy, degraded and unHealthy mailboxes from the Probe that /ready
+    and /metrics read; the shell alone (no kind's routes) still signs in, and its ``/`` is the health page."""
+    from actors.web import WebActor
+    from web.app import WebDeps, make_app
+    from web.ops import Probe
+
+    db.imap_integrations.insert_many([
+        {"inboxId": "ok", "state": "idle", "healthStatus": "healthy", "error": None},
+        {"inboxId": "skipped", "state": "idle", "healthStatus": "healthy", "error": "folder 'Billing' skipped"},
+        {"inboxId": "tls", "state": "backoff", "healthStatus": "unHealthy", "error": "certificate verify failed"},
+        {"inboxId": "legacy", "state": "idle"},
+    ])
+    probe = Probe(storage=storage, broker=None, redis_client=None, timeout=2.0)
+    config = runtime_config(services, mongo_url=mongo_url, prefix="", console_password=PASSWORD)
+    web = WebActor.start(make_app(config, deps=WebDeps(ready=lambda: True, storage=storage, probe=probe)),
+                         port=0, host="127.0.0.1")
+    try:
+        browser = Browser(web.proxy().port.get(timeout=5))
+        assert browser.sign_in()[0] == 302
+        status, headers, _ = browser.request("/")
+        assert status == 302 and headers["Location"] == "/console/health"
+        status, _, page = browser.request("/console/health")
+        assert status == 200 and 'data-testid="health-gauge"' in page and 'data-live="mailboxes"' in page
+        assert 'data-healthy="2"' in page and 'data-degraded="1"' in page and 'data-unhealthy="1"' in page
+        assert '<meter min="0" max="4" value="2"' in page
+        assert 'imap_mailboxes_health{health=&quot;unHealthy&quot;,kind=&quot;imap&quot;} 1.0' in page  # beside it
+        assert ">Mailboxes</a>" not in page and ">Conversations</a>" not in page  # no kind added its pages
+        db.imap_integrations.update_one({"inboxId": "tls"}, {"$set": {"healthStatus": "healthy", "error": None}})
+        status, _, fragment = browser.request("/console/health?fragment=gauge")  # what the live page fetches
+        assert status == 200 and "<html" not in fragment and 'data-healthy="3"' in fragment
+        assert 'data-unhealthy="0"' in fragment
+        assert browser.request("/console/mailboxes/ok")[0] == 404  # the IMAP kind's pages are its own
+    finally:
+        web.stop(timeout=5)
+        probe.close()

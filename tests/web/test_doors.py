@@ -50,7 +50,7 @@ class Server:
     def __init__(self, cfg: Config) -> None:
         self.calls: list[Any] = []
         rpc = {"echo": ("imap:echo", self.echo)}
-        deps = WebDeps(ready=lambda: True, rpc=rpc, storage=Storage(DOC), push=self,
+        deps = WebDeps(ready=lambda: True, rpc=rpc, storage=Storage(DOC), extra={"imap_push": self},
                        supervisor=FakeSupervisor(FakeMailbox(RAW)), routes=[(IMAP_PATTERNS, imap_routes)])
         self.port = WebActor.start(make_app(cfg, deps=deps), port=0, host="127.0.0.1").proxy().port.get(timeout=10)
 

@@ -79,8 +79,8 @@ class Served:
 def served(runtime: Runtime) -> Iterator[Served]:
     """Our routes on a Tornado app of their own, on a free port, run by the project's WebActor (IOLoop thread)."""
     sender = FakeSender()
-    deps = SimpleNamespace(storage=runtime.storage, supervisor=runtime.supervisor, sender=sender, subdomain="os",
-                           schema=imap_schema)
+    deps = SimpleNamespace(storage=runtime.storage, supervisor=runtime.supervisor, extra={"imap_sender": sender},
+                           subdomain="os", schema=imap_schema)
     config = SimpleNamespace(imap_timeout_seconds=10.0)
     app = tornado.web.Application([*graphql.routes(deps), *attachments.routes(deps, config)])
     ref = WebActor.start(app, port=0, host="127.0.0.1")

@@ -142,15 +142,18 @@ def test_metrics_is_prometheus_text_with_mailboxes_by_state(ops: Ops, db: Any) -
     status, body, content_type = ops.get("/metrics")
     assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
     before = samples(body)
-    assert before[("imap_mailboxes", (("state", "syncing"),))] == 2
-    assert before[("imap_mailboxes", (("state", "idle"),))] == 1
-    assert before[("imap_mailboxes", (("state", "unhealthy"),))] == 0
-    for name in ("imap_mails_ingested_total", "imap_mails_failed_total", "imap_broker_reconnects_total",
-                 "imap_idle_renewals_total", "imap_ingest_latency_seconds_count", "process_cpu_seconds_total"):
+    assert before[("imap_mailboxes", (("kind", "imap"), ("state", "syncing")))] == 2
+    assert before[("imap_mailboxes", (("kind", "imap"), ("state", "idle")))] == 1
+    assert before[("imap_mailboxes", (("kind", "imap"), ("state", "unhealthy")))] == 0
+    for name in ("imap_mails_ingested_total", "imap_mails_failed_total", "imap_idle_renewals_total",
+                 "imap_ingest_latency_seconds_count"):  # the IMAP kind's carry its name
+        assert (name, (("kind", "imap"),)) in before, name
+    for name in ("imap_broker_reconnects_total", "process_cpu_seconds_total"):  # the runtime's own: no kind
         assert (name, ()) in before, name
     metrics.mail_ingested(None)
     after = samples(ops.get("/metrics")[1])
-    assert after[("imap_mails_ingested_total", ())] == before[("imap_mails_ingested_total", ())] + 1
+    ingested = ("imap_mails_ingested_total", (("kind", "imap"),))
+    assert after[ingested] == before[ingested] + 1
 
 
 def test_ready_and_metrics_tell_healthy_degraded_and_unhealthy_mailboxes_apart(ops: Ops, db: Any) -> None:
@@ -171,8 +174,8 @@ def test_ready_and_metrics_tell_healthy_degraded_and_unhealthy_mailboxes_apart(o
                                        "degradedInboxes": ["skipped"]}
     assert "CERTIFICATE" not in json.dumps(report)  # the reasons stay behind getStatus and the log
     got = samples(ops.get("/metrics")[1])
-    assert {h: got[("imap_mailboxes_health", (("health", h),))] for h in ("healthy", "degraded", "unHealthy")} == {
-        "healthy": 2, "degraded": 1, "unHealthy": 1}
+    assert {h: got[("imap_mailboxes_health", (("health", h), ("kind", "imap")))]
+            for h in ("healthy", "degraded", "unHealthy")} == {"healthy": 2, "degraded": 1, "unHealthy": 1}
 
 
 def reconnects() -> float:

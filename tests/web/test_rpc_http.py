@@ -198,13 +198,14 @@ def test_with_rpc_transport_http_a_mail_goes_to_erxes_peers_found_in_redis(
         assert db.standalone_customers.count_documents({}) == 0  # nothing went to the emulation
 
         after = samples(get(rt, "/metrics")[1])
-        assert after[("imap_mails_ingested_total", ())] == before.get(("imap_mails_ingested_total", ()), 0) + 1
-        assert after[("imap_ingest_latency_seconds_count", ())] >= 1
+        imap = (("kind", "imap"),)
+        assert after[("imap_mails_ingested_total", imap)] == before.get(("imap_mails_ingested_total", imap), 0) + 1
+        assert after[("imap_ingest_latency_seconds_count", imap)] >= 1
         call = ("imap_rpc_call_seconds_count", (("procedure", "inbox:integrations.receive"), ("transport", "http")))
         assert after[call] >= 1
         served = ("imap_rpc_served_seconds_count", (("procedure", "imap:createIntegration"), ("transport", "http")))
         assert after[served] >= 1
-        assert after[("imap_mailboxes", (("state", "idle"),))] == 1
+        assert after[("imap_mailboxes", (("kind", "imap"), ("state", "idle")))] == 1
         status, body = get(rt, "/ready")
         assert status == 200 and json.loads(body)["mailboxes"]["idle"] == 1
     finally:

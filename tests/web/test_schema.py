@@ -91,7 +91,7 @@ def storage() -> FakeStorage:
 
 
 def run(query: str, storage: Any = None, *, user: Any = USER, sender: Any = None, variables: Any = None) -> Any:
-    context = {"user": user, "storage": storage or FakeStorage(), "sender": sender or FakeSender(),
+    context = {"user": user, "storage": storage or FakeStorage(), "imap_sender": sender or FakeSender(),
                "subdomain": "os"}
     return schema.execute(query, variables=variables, context=context)
 

@@ -1,21 +1,28 @@
-"""The console's handler base (session, CSRF, headers, templates) and the sign-in/sign-out pages."""
+"""The console's handler base (session, CSRF, headers, templates) and the sign-in/sign-out pages.
+
+A kind's console pages (the IMAP kind's: kinds/imap/console) subclass :class:`ConsoleHandler`, put their own
+template folder before the shell's in :attr:`ConsoleHandler.template_dirs` (their templates extend the shell's
+``base.html``), and join the shell through the :class:`Console`: :meth:`Console.add_page` (the menu) and
+:meth:`Console.add_live` (an event of the live stream, web/console/live.py)."""
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+import os
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import tornado.template
 import tornado.web
 
 from runtime.errors import RequestError
 from runtime.tenants import bind_request
 from web.console.auth import SESSION_HOURS, LoginLimiter, PasswordCheck
 
-__all__ = ["Console", "ConsoleHandler", "LoginHandler", "LogoutHandler", "TEMPLATES"]
+__all__ = ["Console", "ConsoleHandler", "HomeHandler", "LoginHandler", "LogoutHandler", "MenuEntry", "TEMPLATES"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +34,14 @@ PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
             "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
+@dataclass(frozen=True)
+class MenuEntry:
+    label: str
+    href: str
+    page: str  # the ``page`` its templates render with (marks the entry as the current one)
+    full_only: bool = False  # shown only in the full console, not in the read-only ops view
+
+
 @dataclass
 class Console:
     """What every console handler shares (one per app)."""
@@ -36,14 +51,48 @@ class Console:
     cookie_secret: str
     full: bool  # standalone: conversations and changes; False: the read-only ops view
     trust_proxy: bool = False
-    ask_timeout: float = 30.0
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    menu: list[MenuEntry] = field(default_factory=list)  # the kinds' pages, in the order they were added
+    # the live stream's events: name -> a cheap fingerprint that changes when the pages of that name must refresh
+    # (blocking: called off the IOLoop, with the request's tenant bound)
+    live: dict[str, Callable[[], str]] = field(default_factory=dict)
+
+    def add_page(self, label: str, href: str, page: str, *, full_only: bool = False) -> None:
+        """A kind's page in the menu (before the shell's Health); once per ``href``."""
+        if all(entry.href != href for entry in self.menu):
+            self.menu.append(MenuEntry(label, href, page, full_only))
+
+    def add_live(self, name: str, fingerprint: Callable[[], str]) -> None:
+        """``event: <name>`` on the live stream whenever ``fingerprint()`` changes (a page with
+        ``data-live="<name>"`` then fetches its rows again)."""
+        self.live[name] = fingerprint
+
+
+class _SearchLoader(tornado.template.BaseLoader):
+    """Templates by name from the first of several folders that has it (a kind's, then the shell's), so a kind's
+    page may extend or include the shell's templates."""
+
+    def __init__(self, roots: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.roots = roots
+
+    def resolve_path(self, name: str, parent_path: str | None = None) -> str:
+        return name
+
+    def _create_template(self, name: str) -> tornado.template.Template:
+        for root in self.roots:
+            path = os.path.join(root, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    return tornado.template.Template(f.read(), name=name, loader=self)
+        raise FileNotFoundError(f"no template {name!r} in {self.roots}")
 
 
 class ConsoleHandler(tornado.web.RequestHandler):
     """Signed-in pages. Subclasses set ``public = True`` to be reachable without a session."""
 
     public = False
+    template_dirs: tuple[str, ...] = (TEMPLATES,)  # searched in order (a kind's page puts its own first)
 
     def initialize(self, console: Console) -> None:
         self.console = console
@@ -85,7 +134,10 @@ class ConsoleHandler(tornado.web.RequestHandler):
         return value.decode() if value == b"admin" else None
 
     def get_template_path(self) -> str:
-        return TEMPLATES
+        return os.pathsep.join(self.template_dirs)
+
+    def create_template_loader(self, template_path: str) -> tornado.template.BaseLoader:
+        return _SearchLoader(template_path.split(os.pathsep))  # once per path: tornado keeps the loaders
 
     def prepare(self) -> None:
         if self.request.method not in ("GET", "HEAD"):
@@ -110,7 +162,8 @@ class ConsoleHandler(tornado.web.RequestHandler):
 
     def get_template_namespace(self) -> dict[str, Any]:
         ns = super().get_template_namespace()
-        ns.update(full=self.console.full, signed_in=self.current_user is not None, page="", when=when)
+        ns.update(full=self.console.full, signed_in=self.current_user is not None, page="", when=when,
+                  menu=[e for e in self.console.menu if self.console.full or not e.full_only])
         return ns
 
     def _request_summary(self) -> str:  # tornado's access log: no query (a search is the user's business)
@@ -163,6 +216,13 @@ class LoginHandler(ConsoleHandler):
         if not target.startswith("/") or target.startswith("//") or "\\" in target:
             return "/"
         return target
+
+
+class HomeHandler(ConsoleHandler):
+    """``GET /`` when no kind's page claims it: the health page."""
+
+    def get(self) -> None:
+        self.redirect("/console/health")
 
 
 class LogoutHandler(ConsoleHandler):

@@ -4,7 +4,7 @@ thread with each message's sanitised HTML in a sandboxed frame, attachments, a r
 A message's HTML is served by :class:`MessageBodyHandler` (``runtime.mail.sanitize.sanitize_html``, the function
 GraphQL uses) with ``Content-Security-Policy: sandbox; default-src 'none'; ...``, inside an ``<iframe sandbox>``
 without ``allow-scripts`` or ``allow-same-origin``: a script that survived the sanitiser still could not run, nor
-reach the console's origin. Replies go through ``deps.sender`` (``kinds.imap.sending.MailSender``), the
+reach the console's origin. Replies go through the kind's ``MailSender`` (``Services.extra["imap_sender"]``), the
 ``imapSendMail`` path.
 """
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 
 import tornado.web
 
+from kinds.imap.attachments import read_attachment
+from kinds.imap.console.mailboxes import ImapPage
 from runtime.errors import MailboxError, RequestError
 from runtime.mail.sanitize import sanitize_html
 from runtime.standalone import Standalone
-from web.console.base import ConsoleHandler
-from web.console.mailboxes import imap_console
 from web.download import MIME_TYPE, AttachmentError, content_disposition
 
 __all__ = ["AttachmentHandler", "ConversationHandler", "ConversationsHandler", "MessageBodyHandler",
@@ -50,7 +50,7 @@ def conversation_rows(storage: Any, query: str = "", limit: int = LISTED) -> lis
     return rows
 
 
-class ConversationsHandler(ConsoleHandler):
+class ConversationsHandler(ImapPage):
     async def get(self) -> None:
         if not self.console.full:
             raise tornado.web.HTTPError(404)
@@ -62,7 +62,7 @@ class ConversationsHandler(ConsoleHandler):
         self.render("conversations.html", rows=rows, q=query, page="conversations")
 
 
-class ConversationHandler(ConsoleHandler):
+class ConversationHandler(ImapPage):
     async def get(self, conversation_id: str, *, error: str = "", reply: dict[str, str] | None = None) -> None:
         if not self.console.full:
             raise tornado.web.HTTPError(404)
@@ -82,7 +82,7 @@ class ConversationHandler(ConsoleHandler):
         return conv, storage.conversation_messages(conversation_id) if conv else []
 
 
-class MessageBodyHandler(ConsoleHandler):
+class MessageBodyHandler(ImapPage):
     """``GET /console/messages/<_id>/body``: one message's sanitised HTML, for its sandboxed frame only."""
 
     def set_default_headers(self) -> None:
@@ -102,7 +102,7 @@ class MessageBodyHandler(ConsoleHandler):
                     "margin:8px;color:#111;word-wrap:break-word}img{max-width:100%}</style>" + body)
 
 
-class AttachmentHandler(ConsoleHandler):
+class AttachmentHandler(ImapPage):
     """``GET /console/read-mail-attachment?messageId=&integrationId=&filename=``: the attachment route's logic
     (the IMAP kind's ``read_attachment``) behind the console's session."""
 
@@ -110,8 +110,8 @@ class AttachmentHandler(ConsoleHandler):
         params = {n: self.get_query_argument(n, "").strip() for n in ("messageId", "integrationId", "filename")}
         if not all(params.values()):
             raise tornado.web.HTTPError(400)
-        read = functools.partial(imap_console(self.deps).read_attachment, self.deps.storage, self.deps.supervisor,
-                                 timeout=self.console.ask_timeout, subdomain=self.subdomain,
+        read = functools.partial(read_attachment, self.deps.storage, self.deps.supervisor,
+                                 timeout=self.timeout, subdomain=self.subdomain,
                                  integration_id=params["integrationId"], message_id=params["messageId"],
                                  filename=params["filename"])
         try:
@@ -137,7 +137,7 @@ class ReplyHandler(ConversationHandler):
         conv, messages = await self.blocking(self._load, conversation_id)
         if conv is None:
             raise tornado.web.HTTPError(404)
-        if self.deps.sender is None:
+        if self.sender is None:
             raise tornado.web.HTTPError(503)
         inbound = [m for m in messages if m.get("type") != "SENT"] or messages
         last = inbound[-1] if inbound else {}
@@ -155,7 +155,7 @@ class ReplyHandler(ConversationHandler):
             await self.get(conversation_id, error="Write a reply first.", reply=reply)
             return
         try:
-            result = await self.blocking(self.deps.sender.send, self.subdomain, args)
+            result = await self.blocking(self.sender.send, self.subdomain, args)
         except RequestError as exc:
             self.set_status(400)
             await self.get(conversation_id, error=str(exc), reply=reply)
@@ -169,7 +169,7 @@ class ReplyHandler(ConversationHandler):
         self.redirect(f"/console/conversations/{conversation_id}?sent=1")
 
 
-class StatusHandler(ConsoleHandler):
+class StatusHandler(ImapPage):
     """``POST /console/conversations/<id>/status``: ``status=closed`` (resolved) or ``open``."""
 
     async def post(self, conversation_id: str) -> None:

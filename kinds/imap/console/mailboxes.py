@@ -1,23 +1,29 @@
 """The console's mailboxes: every integration with its state, add (through ``createIntegration`` itself), edit
 (``updateIntegration``), test the login first, remove (``removeIntegration``), and one integration's details and
-log (``imap_logs``)."""
+log (``imap_logs``). :class:`ImapPage` is the base of the IMAP kind's console pages."""
 from __future__ import annotations
 
 import functools
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import tornado.web
 from bson import ObjectId
 
+from kinds.imap.connection import NETWORK_ERRORS, ImapSettings, connect
+from kinds.imap.details import parse_details
+from kinds.imap.procedures import public_details
 from runtime.errors import MailboxError, RequestError
-from web.console.base import ConsoleHandler
+from web.console.base import Console, ConsoleHandler
 
-__all__ = ["AddMailboxHandler", "EditMailboxHandler", "MailboxHandler", "MailboxesHandler", "RemoveMailboxHandler",
-           "TestLoginHandler", "mailbox_rows"]
+__all__ = ["AddMailboxHandler", "EditMailboxHandler", "ImapPage", "MailboxHandler", "MailboxesHandler",
+           "RemoveMailboxHandler", "TEMPLATES", "TestLoginHandler", "mailbox_rows", "test_login"]
 
 logger = logging.getLogger(__name__)
+
+TEMPLATES = str(Path(__file__).resolve().parent / "templates")
 
 FORM_FIELDS = ("host", "port", "user", "mainUser", "smtpHost", "smtpPort", "caCert")
 LOG_LIMIT = 100
@@ -60,7 +66,30 @@ def _holders(ownership: Any, subdomain: str, docs: list[dict[str, Any]]) -> dict
     return {inbox: owners.get(key) or "none" for inbox, key in keys.items()}
 
 
-class MailboxesHandler(ConsoleHandler):
+def test_login(details: dict[str, Any], *, timeout: float) -> str:
+    """Validate ``details`` as createIntegration does, log in once and out; the notice to show. Raises RequestError
+    (a bad form) or MailboxError (the server's own words). Blocking."""
+    settings = ImapSettings.from_integration(parse_details(details), timeout=timeout)
+    client = connect(settings)
+    try:
+        client.logout()
+    except NETWORK_ERRORS:
+        pass
+    return f"The server accepted the login of {settings.login} at {settings.host}:{settings.port}."
+
+
+class ImapPage(ConsoleHandler):
+    """A page of the IMAP kind: its templates first, then the shell's; the kind's sender and mailbox timeout."""
+
+    template_dirs = (TEMPLATES, *ConsoleHandler.template_dirs)
+
+    def initialize(self, console: Console, sender: Any = None, timeout: float = 30.0) -> None:  # type: ignore[override]
+        super().initialize(console)
+        self.sender = sender  # kinds.imap.sending.MailSender (Services.extra["imap_sender"])
+        self.timeout = timeout
+
+
+class MailboxesHandler(ImapPage):
     """``GET /``: the mailboxes page (``?fragment=rows``: only the table's rows, for live updates)."""
 
     async def get(self, form: dict[str, str] | None = None, error: str = "", notice: str = "") -> None:
@@ -137,8 +166,7 @@ class TestLoginHandler(AddMailboxHandler):
             details["password"] = str((stored or {}).get("password") or "")
         error, notice = "", ""
         try:
-            notice = await self.blocking(functools.partial(imap_console(self.deps).test_login, details,
-                                                           timeout=min(self.console.ask_timeout, 15.0)))
+            notice = await self.blocking(functools.partial(test_login, details, timeout=min(self.timeout, 15.0)))
         except RequestError as exc:
             error = str(exc)
         except MailboxError as exc:  # AuthenticationFailed included: the server's own words
@@ -184,20 +212,11 @@ class EditMailboxHandler(AddMailboxHandler):
         self.redirect(f"/console/mailboxes/{inbox_id}?updated=1")
 
 
-def imap_console(deps: Any) -> Any:
-    """The IMAP kind's part of the console (kinds/imap/console.py), or 404 where the kind is not enabled."""
-    support = getattr(deps, "extra", {}).get("imap_console")
-    if support is None:
-        raise tornado.web.HTTPError(404)
-    return support
-
-
-class MailboxHandler(ConsoleHandler):
+class MailboxHandler(ImapPage):
     """``GET /console/mailboxes/<inboxId>``: settings (no secret), state and the integration's log."""
 
     async def get(self, inbox_id: str) -> None:
         storage = self.deps.storage
-        public_details = imap_console(self.deps).public_details
 
         def load() -> tuple[Any, list[Any], list[Any]]:
             doc = storage.get_integration(inbox_id)

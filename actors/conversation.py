@@ -65,7 +65,7 @@ class Conversations:
         for (subdomain, inbox_id), group in groups.items():
             # a second copy of a Message-ID (another folder, a duplicate UID) waits for the first to be done
             for round_ in unique_rounds(group, lambda item: _message_id(item[0])):
-                with bind(inbox_id, subdomain), bound(subdomain):
+                with bind(inbox_id, subdomain, kind=round_[0][0].kind), bound(subdomain):
                     self._ingest_round(round_)
 
     def _ingest_round(self, items: list[Item]) -> None:

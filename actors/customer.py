@@ -46,7 +46,7 @@ class Customers:
         passed: list[tuple[Incoming, str]] = []
         new: list[tuple[str, str, str, tuple[str, str, str, str, str]]] = []  # (subdomain, inbox, email, save's args)
         for (subdomain, inbox_id), group in grouped(jobs, lambda j: (j.subdomain, j.inbox_id)).items():
-            with bind(inbox_id, subdomain), bound(subdomain):
+            with bind(inbox_id, subdomain, kind=group[0].kind), bound(subdomain):
                 passed += self._resolve_group(group, new)
         if passed:
             try:

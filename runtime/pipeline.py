@@ -31,6 +31,7 @@ class Incoming:
     mail: object  # runtime.mail.parse.ParsedMail
     mailbox: object  # whom to tell ``mail_done(folder, uid)`` / ``mail_failed(folder, uid, error)``
     fetched_at: dt.datetime | None = None
+    kind: str = "-"  # the listener's kind (its logs and the pipeline's lines about this mail carry it)
 
 
 @dataclass(frozen=True)

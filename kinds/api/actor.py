@@ -38,7 +38,7 @@ class DeliveryActor(pykka.ThreadingActor):
         self._next_run = 0.0
 
     def on_start(self) -> None:
-        bind_thread(f"api:{self.inbox_id}", self._subdomain)  # logs carry the kind with the integration
+        bind_thread(self.inbox_id, self._subdomain, kind="api")
         bind_tenant(self._subdomain)
         self._self = self.actor_ref.proxy()
         self._self.step.defer()

@@ -33,7 +33,7 @@ class MailboxActor(pykka.ThreadingActor, Mailbox):
 
     def on_start(self) -> None:
         interruptible(self)
-        bind_thread(self.inbox_id, self._subdomain)
+        bind_thread(self.inbox_id, self._subdomain, kind="imap")
         bind_tenant(self._subdomain)
         self._reply_to = self.actor_ref.proxy()
         self._reply_to.step()

@@ -98,7 +98,7 @@ class MailboxFetching:
                 self._set_aside(fp, uid, f"not a readable mail: {exc}", raw=raw)
                 continue
             self._pipeline.resolve(Incoming(self.inbox_id, self._subdomain, fp.name, uid, mail, self._reply_to,
-                                            fetched_at))
+                                            fetched_at, kind="imap"))
         fp.need_sync = len(uids) > len(batch)
         fp.caught_up = not fp.need_sync  # a burst bigger than a batch is searched for, not sized whole again
         self._after_sync()  # the last batch had mail: the mailbox is caught up all the same

@@ -56,7 +56,7 @@ class PushIngest:
             return {"messageId": mail.message_id, "conversationId": known.get("inboxConversationId"),
                     "duplicate": True}
         outcome = _Outcome()
-        self._pipeline.resolve(Incoming(inbox_id, subdomain, PUSH_FOLDER, 0, mail, outcome, utcnow()))
+        self._pipeline.resolve(Incoming(inbox_id, subdomain, PUSH_FOLDER, 0, mail, outcome, utcnow(), kind="imap"))
         if not outcome.event.wait(self._timeout):
             raise MailboxError(f"the mail was not stored within {self._timeout:.0f} s; push it again")
         if outcome.rejected:

@@ -342,3 +342,30 @@ def test_a_mail_whose_intent_vanished_fails_as_transient_and_the_batch_goes_on(s
     assert answers.done == [1, 3] and answers.failed == [(2, True)]  # looked at again, not counted against it
     assert [m for m, _ in erxes.receive] == ["<a@x>", "<c@x>"]
 
+
+
+def test_the_stages_bind_the_kind_of_the_mail_for_their_lines(storage):
+    """Issue 15: logs carry the kind; a stage's lines about a mail carry its listener's kind."""
+    import dataclasses
+    import logging
+
+    from runtime.logctx import ContextFilter
+
+    def kind_now() -> str:
+        rec = logging.LogRecord("actors.conversation", logging.INFO, __file__, 1, "", (), None)
+        ContextFilter().filter(rec)
+        return rec.kind  # type: ignore[attr-defined]
+
+    erxes, answers, seen = RecordingErxes(storage), Answers(), []
+    call = erxes.create_or_update_conversation
+    erxes.create_or_update_conversation = lambda *a, **kw: (seen.append(("conversation", kind_now())),  # type: ignore
+                                                            call(*a, **kw))[1]
+    find = storage.find_customers
+    storage.find_customers = lambda *a: (seen.append(("customer", kind_now())), find(*a))[1]  # type: ignore
+    passed: list[Any] = []
+    sink = type("Sink", (), {"put_many": lambda self, items: passed.extend(items)})()
+    mail = dataclasses.replace(job(1, answers, message_id="<k@x>"), kind="imap")
+    Customers(storage=storage, erxes=erxes, conversations=sink).resolve_batch([mail])
+    Conversations(storage=storage, erxes=erxes).ingest_batch(passed)
+    assert seen == [("customer", "imap"), ("conversation", "imap")] and answers.done == [1]
+    assert kind_now() == "-"  # outside the stages: nothing bound

@@ -7,8 +7,8 @@ import threading
 from runtime.logctx import ContextFilter, JsonFormatter, bind, bind_thread
 
 
-def record(message: str) -> logging.LogRecord:
-    rec = logging.LogRecord("kinds.imap.actor", logging.WARNING, __file__, 1, message, (), None)
+def record(message: str, logger: str = "kinds.imap.actor") -> logging.LogRecord:
+    rec = logging.LogRecord(logger, logging.WARNING, __file__, 1, message, (), None)
     ContextFilter().filter(rec)
     return rec
 
@@ -34,3 +34,23 @@ def test_a_thread_binding_stays_in_its_thread():
     thread.join(5)
     assert seen["inside"] == "inbox-9"
     assert record("y").integration == "-"
+
+
+def test_lines_carry_the_kind_bound_or_that_of_their_kinds_logger():
+    assert json.loads(JsonFormatter().format(record("a kind's module")))["kind"] == "imap"
+    assert json.loads(JsonFormatter().format(record("the pipeline", "actors.conversation")))["kind"] == "-"
+    with bind("inbox-3", "acme", kind="api"):
+        assert record("a stage, bound", "actors.conversation").kind == "api"
+        with bind("inbox-4", "acme"):  # a nested binding without a kind keeps the one around it
+            assert record("nested", "actors.customer").kind == "api"
+    assert record("after", "actors.conversation").kind == "-"
+    seen = {}
+
+    def actor_thread() -> None:
+        bind_thread("inbox-9", "os", kind="api")
+        seen["inside"] = json.loads(JsonFormatter().format(record("x", "runtime.erxes")))["kind"]
+
+    thread = threading.Thread(target=actor_thread)
+    thread.start()
+    thread.join(5)
+    assert seen["inside"] == "api"

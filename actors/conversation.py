@@ -10,10 +10,11 @@ Work the lane's customer stage hands over with the mails (``runtime.pipeline.Lat
 saved) runs after them, so it does not compete with their writes.
 A conversation actor serves one lane (``actors/router.py``): the mails of one thread pass one lane in order, so two
 mails of one new thread create one conversation. It takes every mail waiting in its backlog at once and writes
-them together: one lookup of the known messages (and of their intents), one of the threads, one ``insert_many`` of
-the new intents, then the inbox calls one by one (a reply whose parent is in the same batch gets the parent's
-conversation), one ``insert_many`` of the messages, then the announcements one by one, each mail's intent deleted
-as soon as its announcement is confirmed (so a crash repeats at most one announcement per lane, not a batch).
+them together: one lookup of the known messages and the threads (and of the known ones' intents), one
+``insert_many`` of the new intents, then the inbox calls one by one (a reply whose parent is in the same batch gets
+the parent's conversation), one ``insert_many`` of the messages, then the announcements one by one, each mail's
+intent deleted as soon as its announcement is confirmed (so a crash repeats at most one announcement per lane, not
+a batch).
 """
 from __future__ import annotations
 
@@ -125,7 +126,10 @@ class Conversations:
         for comes with the conversation of its thread when that is stored already."""
         inbox_id = items[0][0].inbox_id
         ids = [_message_id(job) for job, _ in items]
-        known = self._storage.find_messages(inbox_id, ids)
+        # the stored messages of the batch (without their bodies) and its replies' threads, in one round trip
+        # unless some mail answers another (a thread candidate of a mail stored already is not used)
+        known, candidates = self._storage.batch_lookup(inbox_id, ids, [m for job, _ in items
+                                                                      for m in thread_ids(job.mail)])
         # the intents of stored messages tell which still wait for their announcement; those of the others come
         # back from record_intents (the earlier one of a duplicate), so a batch of new mail asks for none
         intents = self._storage.find_intents(inbox_id, list(known)) if known else {}
@@ -134,9 +138,10 @@ class Conversations:
                 intents[message_id] = self._storage.adopt_legacy_message(doc)
                 if doc["ingestState"] == PENDING:
                     del known[message_id]
+        unannounced = [m for m in known if m in intents]
+        if unannounced:  # after a crash: announced again, which takes the whole document (its body)
+            known.update(self._storage.find_messages(inbox_id, unannounced))
         to_call = [job for job, _ in items if _message_id(job) not in known]
-        thread_keys = [m for job in to_call for m in thread_ids(job.mail)]
-        candidates = self._storage.thread_candidates(inbox_id, thread_keys) if thread_keys else []
         threads = {_message_id(job): pick_thread(candidates, thread_ids(job.mail)) for job in to_call}
         new = {}
         for job, customer_id in items:

@@ -38,6 +38,13 @@ class MemoryStorage:
         self.calls.append("find_messages")
         return {m: dict(self.messages[m]) for m in ids if m in self.messages}
 
+    def batch_lookup(self, inbox_id: str, ids: list[str], thread_ids: list[str]
+                     ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        self.calls.append("batch_lookup")
+        known = {m: {k: v for k, v in self.messages[m].items() if k != "body"} for m in ids if m in self.messages}
+        return known, ([dict(d) for d in self.messages.values() if d.get("inboxConversationId") and (
+            d["messageId"] in thread_ids or set(thread_ids) & set(d["references"]))] if thread_ids else [])
+
     def find_intents(self, inbox_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         self.calls.append("find_intents")
         return {m: dict(self.intents[m]) for m in ids if m in self.intents}
@@ -147,7 +154,7 @@ def test_a_batch_is_written_together_and_a_reply_lands_in_its_parents_conversati
     Conversations(storage=storage, erxes=erxes).ingest_batch(batch)
     assert answers.done == [1, 2, 3] and answers.failed == []
     # no intents asked for (no message of the batch is stored); each deleted right after its announcement
-    assert storage.calls == ["find_messages", "thread_candidates", "record_intents", "store_messages",
+    assert storage.calls == ["batch_lookup", "record_intents", "store_messages",
                              "clear_intents", "clear_intents", "clear_intents"]
     conv = {m: d["inboxConversationId"] for m, d in storage.messages.items()}
     assert conv["<b@x>"] == conv["<a@x>"] != conv["<c@x>"]
@@ -196,9 +203,14 @@ def test_a_stored_message_whose_announcement_was_lost_is_announced_again_without
     [intent] = storage.record_intents([{"_id": storage.messages["<a@x>"]["_id"], "inboxIntegrationId": INBOX,
                                         "messageId": "<a@x>", "customerId": "c1", "inboxConversationId": None,
                                         "createdAt": None, "receivedAt": None}]).values()  # a kill before clearing it
+    contents: list[str] = []
+    announce = erxes.message_inserted
+    erxes.message_inserted = lambda subdomain, **kw: (contents.append(kw["content"]),  # type: ignore[method-assign]
+                                                      announce(subdomain, **kw))[1]
     lanes.ingest_batch([(job(1, answers, message_id="<a@x>"), "c1")])
     assert answers.done == [1, 1] and len(erxes.receive) == 1  # inbox was called once
     assert erxes.inserted == [str(intent["_id"])] * 2  # announced again, under the same id (at least once)
+    assert contents == [storage.messages["<a@x>"]["body"]] and contents[0]  # with its body (the lookup has none)
     assert storage.intents == {}
 
 

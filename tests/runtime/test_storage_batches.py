@@ -52,6 +52,24 @@ def test_store_messages_keeps_order_and_returns_the_earlier_document_of_a_duplic
     assert pick_thread(storage.thread_candidates("inbox-1", ["<nothing>"]), ["<nothing>"]) is None
 
 
+def test_batch_lookup_finds_the_known_messages_and_the_threads_in_one_query_when_nothing_is_a_reply(storage):
+    storage.store_messages([message("<a>", inboxConversationId="conv-a", ingestState=DONE, body="<p>a</p>"),
+                            message("<b>", ["<a>"], inboxConversationId="conv-a", ingestState=DONE, body="b"),
+                            message("<x>", ingestState=DONE)])  # no conversation: never a thread candidate
+    queries: list[Any] = []
+    find = storage.messages.find
+    storage.messages.find = lambda *a, **kw: (queries.append(a[0]), find(*a, **kw))[1]
+    known, candidates = storage.batch_lookup("inbox-1", ["<a>", "<new>"], [])
+    assert list(known) == ["<a>"] and "body" not in known["<a>"] and candidates == [] and len(queries) == 1
+    queries.clear()
+    known, candidates = storage.batch_lookup("inbox-1", ["<new>", "<x>"], ["<a>", "<x>"])
+    assert list(known) == ["<x>"] and len(queries) == 2  # the ids together, then the references
+    assert {d["messageId"] for d in candidates} == {"<a>", "<b>"}  # by its own id, and a sibling
+    assert pick_thread(candidates, ["<a>"]) == "conv-a"
+    assert storage.batch_lookup("other-inbox", ["<a>"], ["<a>"]) == ({}, [])
+    assert storage.batch_lookup("inbox-1", [], []) == ({}, [])
+
+
 class Erxes:
     def __init__(self) -> None:
         self.called: list[tuple[str, str | None]] = []

@@ -165,7 +165,7 @@ def test_the_byte_budget_counts_mails_in_flight_and_keeps_the_cursor_behind_them
     costs nothing (never downloaded); the cursor never passes a mail that is not done."""
     from types import SimpleNamespace
 
-    from tests.actors.test_mailbox import CONFIG, FakeImap, MemoryStorage, Pipeline, mailbox
+    from tests.actors.test_mailbox import CONFIG, FakeImap, MemoryStorage, Pipeline, clock, mailbox
 
     body = "y" * 3000
     mails = {u: make_mail(to="u@x", subject=f"s{u}", body=body) for u in (1, 2, 3, 4)}
@@ -189,6 +189,10 @@ def test_the_byte_budget_counts_mails_in_flight_and_keeps_the_cursor_behind_them
     box.mail_done("INBOX", 3)  # mail is waiting: the cursor is saved after its fetch, not in its way
     box.tick()  # 4, then 5 (quarantined unread: costs nothing), then 6
     assert imap.downloaded == [1, 2, 3, 4, 6] and [q["uid"] for q in storage.quarantined] == [5]
+    # the move to 3 waits while 4 and 6 are in flight (one write later saves it), and never passes them
+    assert storage.cursors.get(("i1", "INBOX"), (7, 0))[1] <= 3
+    clock.now += 1.0  # once the move waited CURSOR_EVERY, the next tick saves it
+    box.tick()
     assert storage.cursors[("i1", "INBOX")] == (7, 3)  # not past 4 and 6, which are in flight
     for uid in (4, 6):
         box.mail_done("INBOX", uid)

@@ -35,7 +35,9 @@ def test_new_mail_becomes_customer_conversation_message_and_notification(runtime
     assert "Order 42 &lt;has not arrived&gt;" in message["body"]
     assert message["from"][0]["address"] == "alice@example.com"
     assert message["type"] == "INBOX"
-    [customer] = list(db.imap_customers.find({"inboxIntegrationId": "inbox-1"}))
+    # the lane saves a new sender's customer right after storing the mail (actors/customer.py ``after_stored``)
+    [customer] = wait_for(lambda: list(db.imap_customers.find({"inboxIntegrationId": "inbox-1"})), timeout=5.0,
+                          message="the customer to be remembered")
     assert customer["email"] == "alice@example.com" and customer["contactsId"] == message["customerId"]
     assert db.standalone_customers.count_documents({"primaryEmail": "alice@example.com"}) == 1
     [conversation] = list(db.standalone_conversations.find({"integrationId": "inbox-1"}))
@@ -73,7 +75,8 @@ def test_threading_cc_text_only_and_latin1(runtime, caller, mailserver, db):
     assert by_id["<latin@example.de>"]["subject"] == "Grüße"
     assert "Grüße aus Köln, café" in by_id["<latin@example.de>"]["body"]
     assert db.standalone_conversations.count_documents({"integrationId": "inbox-2"}) == 3
-    assert db.imap_customers.count_documents({"inboxIntegrationId": "inbox-2"}) == 3  # alice, bob, jürgen
+    wait_for(lambda: db.imap_customers.count_documents({"inboxIntegrationId": "inbox-2"}) == 3,  # alice, bob, jürgen
+             timeout=5.0, message="the three customers to be remembered")
 
 
 def test_same_new_sender_twice_at_once_creates_one_customer(runtime, caller, mailserver, db):
@@ -81,6 +84,7 @@ def test_same_new_sender_twice_at_once_creates_one_customer(runtime, caller, mai
     mails = [make_mail(to=f"{user}@localhost", sender="carol@example.com", subject=f"n{i}") for i in range(5)]
     mailserver.append_many(user, password, mails)
     wait_for(lambda: len(done_messages(db, "inbox-3")) == 5, timeout=5)
+    wait_for(lambda: db.imap_customers.count_documents({"inboxIntegrationId": "inbox-3"}) >= 1, timeout=5)
     assert db.imap_customers.count_documents({"inboxIntegrationId": "inbox-3"}) == 1
     assert db.standalone_customers.count_documents({"primaryEmail": "carol@example.com"}) == 1
 

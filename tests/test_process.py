@@ -58,7 +58,8 @@ def test_mail_arriving_while_stopped_and_a_kill_9_midway_lose_and_duplicate_noth
     conversations = {m["inboxConversationId"] for m in stored}
     assert len(conversations) == 200
     assert db.standalone_conversations.count_documents({"integrationId": "inbox-k"}) == 200  # each created once
-    assert db.imap_customers.count_documents({"inboxIntegrationId": "inbox-k"}) == 20
+    wait_for(lambda: db.imap_customers.count_documents({"inboxIntegrationId": "inbox-k"}) == 20, timeout=10,
+             message="the 20 customers to be remembered")
     assert db.standalone_customers.count_documents({}) == 20
     # `done` follows RabbitMQ's confirmation of the announcement; the emulation consumes it a moment later
     wait_for(lambda: {n["messageId"] for n in db.standalone_message_notifications.find()} == {

@@ -174,6 +174,8 @@ def test_kill_9_at_10_random_moments_while_ingesting_1000_mails(process, caller,
 
     # customers: one per sender, each mail on its sender's customer
     senders = {m.sender for m in mails}
+    wait_for(lambda: {c["email"] for c in db.imap_customers.find({"inboxIntegrationId": inbox})} >= senders,
+             timeout=10, message="every sender's customer to be remembered")
     customers = {c["email"]: c["contactsId"] for c in db.imap_customers.find({"inboxIntegrationId": inbox})}
     assert set(customers) == senders
     assert db.standalone_customers.count_documents({}) == len(senders)

@@ -187,7 +187,8 @@ def test_ui_reads_a_conversation_and_downloads_its_attachment(served, caller, ma
     assert (status, body) == (400, b"missing parameter: integrationId, filename")
 
     # logs.collectItems finds the customer's mail through imap_customers.contactsId (real MongoDB)
-    customer = db.imap_customers.find_one({"inboxIntegrationId": "inbox-h", "email": "alice@example.com"})
+    customer = wait_for(lambda: db.imap_customers.find_one({"inboxIntegrationId": "inbox-h",
+                                                             "email": "alice@example.com"}), timeout=5.0)
     envelope = {"subdomain": "os", "data": {"contentId": customer["contactsId"]}}
     collected = collect_items(served.runtime.storage, envelope)
     assert collected["status"] == "success"
